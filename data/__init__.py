@@ -1,0 +1,1 @@
+"""DICOM reading and checks, canonical image space, datalists, datasets and transforms."""

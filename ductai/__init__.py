@@ -1,0 +1,3 @@
+"""ductai: deep learning for galactography."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Predictor, localization for surgical planning, writers and the service."""

@@ -1,0 +1,1 @@
+"""Network factories and registry, checkpoints and export."""

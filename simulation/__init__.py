@@ -1,0 +1,1 @@
+"""Physics-based simulator of galactograms with exact ground truth."""

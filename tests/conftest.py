@@ -1,0 +1,4 @@
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

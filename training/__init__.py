@@ -1,0 +1,1 @@
+"""Trainers, losses, metrics and experiment tracking."""
