@@ -41,6 +41,34 @@ class Breast:
     nipple_length: float  # nipple protrusion in front of the areola
     nipple_radius: float
 
+    def contains(self, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
+        """Which points (..., 3) lie inside the breast, at least ``margin`` mm under its surface.
+
+        The shape: a half-ellipsoid mound centred on the chest wall (``x = depth``) with
+        semi-axes ``depth - nipple_length`` (x), ``half_width`` (y), ``half_height`` (z), plus
+        the nipple, a cylinder of ``nipple_radius`` from the tip (x = 0) to the mound with a
+        shallow dome at the tip (``x >= dome * (rho / nipple_radius)**2``). The margin is
+        measured approximately (scaled semi-axes), which is all the anatomy needs.
+        """
+        p = np.asarray(points, dtype=float)
+        x, y, z = p[..., 0], p[..., 1], p[..., 2]
+        a = max(self.depth - self.nipple_length - margin, 1e-6)
+        f = ((self.depth - x) / a) ** 2
+        f = f + (y / max(self.half_width - margin, 1e-6)) ** 2
+        f = f + (z / max(self.half_height - margin, 1e-6)) ** 2
+        mound = (f <= 1.0) & (x <= self.depth)
+        rho = np.hypot(y, z)
+        r = self.nipple_radius - margin
+        dome = self.nipple_dome
+        nipple = (rho <= r) & (x >= dome * (rho / self.nipple_radius) ** 2 + margin)
+        nipple &= x <= self.nipple_length + 1.0
+        return mound | nipple
+
+    @property
+    def nipple_dome(self) -> float:
+        """Height of the rounded nipple tip (mm): the tip surface is x = dome * (rho / r)**2."""
+        return min(1.5, self.nipple_length / 3.0)
+
 
 @dataclass
 class Tube:
