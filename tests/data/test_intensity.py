@@ -1,0 +1,57 @@
+"""normalize_intensity with plain parameters (the simulator's path) and with a Dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ductai.data.intensity import IntensityParams, normalize_intensity
+
+
+def test_linear_window_with_plain_parameters():
+    stored = np.array([[0, 1000, 1999, 2000, 4095]], dtype=np.uint16)
+    out = normalize_intensity(
+        stored, {"window_center": 1000.5, "window_width": 2000, "bits_stored": 12}, "MONOCHROME2"
+    )
+    np.testing.assert_allclose(out, [[0.0, 0.5, 1.0, 1.0, 1.0]], atol=1e-3)
+
+
+def test_monochrome1_is_inverted_and_photometric_argument_overrides():
+    stored = np.array([[0, 4095]], dtype=np.uint16)
+    params = IntensityParams(window_center=2048, window_width=4096, bits_stored=12)
+    np.testing.assert_allclose(normalize_intensity(stored, params), [[0, 1]], atol=1e-3)
+    np.testing.assert_allclose(
+        normalize_intensity(stored, params, "MONOCHROME1"), [[1, 0]], atol=1e-3
+    )
+
+
+def test_rescale_then_window():
+    stored = np.array([[0, 100, 200]], dtype=np.uint16)
+    params = {
+        "rescale_slope": 10.0,
+        "rescale_intercept": -1000.0,
+        "window_center": 0.5,
+        "window_width": 2001,
+    }
+    np.testing.assert_allclose(normalize_intensity(stored, params), [[0.0, 0.5, 1.0]], atol=1e-3)
+
+
+def test_sigmoid_window_stays_in_range():
+    stored = np.linspace(0, 4095, 50).astype(np.uint16)[None]
+    params = {"window_center": 2048, "window_width": 1000, "voi_lut_function": "SIGMOID"}
+    out = normalize_intensity(stored, params)
+    assert out[0, 0] < 0.01 and out[0, -1] > 0.99 and np.all(np.diff(out[0]) >= 0)
+
+
+def test_percentile_window_ignores_the_air():
+    rng = np.random.default_rng(0)
+    image = np.full((100, 100), 50.0)
+    image[:, :60] = rng.normal(1000, 100, size=(100, 60))
+    out = normalize_intensity(image.astype(np.uint16), {"bits_stored": 16})
+    assert np.median(out[:, :60]) == pytest.approx(0.5, abs=0.1)
+    assert out[:, 60:].max() == 0.0
+
+
+def test_colour_photometric_is_refused():
+    with pytest.raises(ValueError, match="MONOCHROME"):
+        normalize_intensity(np.zeros((2, 2)), {}, "RGB")
