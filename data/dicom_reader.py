@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import warnings as pywarnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from ductai.data.labels import UNKNOWN, VIEWS
 
 log = logging.getLogger(__name__)
 
-SPACING_HINT = "give it with --pixel-spacing MM (or pixel_spacing=... in Python)"
+SPACING_HINT = "give it with --pixel-spacing MM, or pixel_spacing=MM in Python"
 
 # Python packages that decode each family of compressed transfer syntaxes.
 _PLUGINS = {
@@ -66,10 +68,11 @@ def read_galactogram(
     """
     path = Path(path)
     warnings: list[str] = []
-    ds = _read_dataset(path)
-    _check_image_kind(ds, path)
-    transfer_syntax = _transfer_syntax(ds, path, warnings)
-    stored = _decode(ds, path, transfer_syntax)
+    with _collect_pydicom_warnings(warnings):
+        ds = _read_dataset(path)
+        _check_image_kind(ds, path)
+        transfer_syntax = _transfer_syntax(ds, path, warnings)
+        stored = _decode(ds, path, transfer_syntax)
     spacing, source = _spacing(ds, path, pixel_spacing, warnings)
     modality = str(ds.get("Modality", "") or "")
     if modality != "MG":
@@ -97,6 +100,20 @@ def read_galactogram(
     for warning in warnings:
         log.debug("%s: %s", path, warning)
     return image
+
+
+@contextmanager
+def _collect_pydicom_warnings(warnings: list[str]):
+    """pydicom warns on small standard breaks; keep them with the image instead of on stderr."""
+    with pywarnings.catch_warnings(record=True) as caught:
+        pywarnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for item in caught:
+                text = f"pydicom: {item.message}"
+                if text not in warnings:
+                    warnings.append(text)
 
 
 def _read_dataset(path: Path) -> Dataset:
@@ -286,3 +303,20 @@ def _patient_orientation(ds: Dataset, warnings: list[str]) -> tuple[str, str] | 
         warnings.append(f"PatientOrientation {parts} is not valid; ignored")
         return None
     return (parts[0], parts[1])
+
+
+def read_identity(path: str | Path) -> dict[str, str] | None:
+    """Patient, study, laterality and view from a DICOM header (no pixels); None if not DICOM."""
+    try:
+        with pywarnings.catch_warnings():
+            pywarnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:
+        return None
+    ignored: list[str] = []
+    return {
+        "patient_id": str(ds.get("PatientID", "") or ""),
+        "study_instance_uid": str(ds.get("StudyInstanceUID", "") or ""),
+        "laterality": _laterality(ds, ignored),
+        "view": _view(ds, ignored),
+    }

@@ -40,7 +40,7 @@ def read_image_file(
         raise MissingSpacingError(
             path,
             "PNG/TIFF files carry no pixel spacing",
-            "give it with --pixel-spacing MM (or pixel_spacing=... in Python)",
+            "give it with --pixel-spacing MM, or pixel_spacing=MM in Python",
         )
     stored = _load(path)
     if stored.ndim == 3 and stored.shape[-1] in (3, 4):

@@ -133,7 +133,7 @@ def _voi_output_range(ds: Dataset, lut_input_dtype: np.dtype) -> tuple[float, fl
         probe = np.array([info.min, info.max], dtype=np.int64).astype(lut_input_dtype, copy=False)
     else:
         center, width = float(ds.WindowCenter), float(ds.WindowWidth)
-        reach = 1e6 * (abs(width) + abs(center) + 1.0)
+        reach = 50.0 * (abs(width) + 1.0)  # saturates LINEAR; SIGMOID within exp(-200)
         probe = np.array([center - reach, center + reach])
     low, high = apply_voi_lut(probe, ds, prefer_lut=True).astype(np.float64)
     return float(low), float(high)
