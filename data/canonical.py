@@ -204,9 +204,16 @@ def decide_flips(
             flip_rows = laterality != UNKNOWN and laterality in towards_rows
         if flip_cols is not None:
             return flip_cols, flip_rows, f"PatientOrientation {towards_cols}\\{towards_rows}"
+    missing = (
+        "no PatientOrientation"
+        if orientation is None
+        else (
+            f"PatientOrientation {orientation[0]}\\{orientation[1]} has no anterior/posterior column"
+        )
+    )
     if laterality in ("L", "R"):
         # Standard hanging: a right breast's nipple points to the image's left.
-        return laterality == "R", False, f"laterality {laterality} (no PatientOrientation)"
+        return laterality == "R", False, f"laterality {laterality} ({missing})"
     if image is None:
         return False, False, "no orientation, laterality or image: unchanged"
     return _flip_from_content(image), False, "image content (no orientation or laterality)"

@@ -71,6 +71,7 @@ def read_galactogram(
     with _collect_pydicom_warnings(warnings):
         ds = _read_dataset(path)
         _check_image_kind(ds, path)
+        _repair_pixel_description(ds, warnings)
         transfer_syntax = _transfer_syntax(ds, path, warnings)
         stored = _decode(ds, path, transfer_syntax)
     spacing, source = _spacing(ds, path, pixel_spacing, warnings)
@@ -162,6 +163,22 @@ def _check_image_kind(ds: Dataset, path: Path) -> None:
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         if not ds.get(keyword):
             raise ImageReadError(path, f"{keyword} is missing, so the pixels cannot be decoded")
+
+
+def _repair_pixel_description(ds: Dataset, warnings: list[str]) -> None:
+    """Fill missing Type 1 pixel attributes that have one sensible value, with a warning."""
+    defaults = {
+        "SamplesPerPixel": 1,
+        "PhotometricInterpretation": "MONOCHROME2",
+        "BitsStored": int(ds.BitsAllocated),
+        "PixelRepresentation": 0,
+    }
+    for keyword, value in defaults.items():
+        if ds.get(keyword) in (None, ""):
+            setattr(ds, keyword, value)
+            warnings.append(f"{keyword} is missing; assumed {value}")
+    if ds.get("HighBit") in (None, ""):
+        ds.HighBit = int(ds.BitsStored) - 1
 
 
 def _transfer_syntax(ds: Dataset, path: Path, warnings: list[str]):

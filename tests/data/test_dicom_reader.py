@@ -245,3 +245,23 @@ def test_missing_plugin_is_named(dicom, tmp_path, monkeypatch):
         UnsupportedTransferSyntaxError, match="pip install pylibjpeg pylibjpeg-openjpeg"
     ):
         read_galactogram(path)
+
+
+@pytest.mark.parametrize(
+    "keyword", ["PhotometricInterpretation", "BitsStored", "SamplesPerPixel", "PixelRepresentation"]
+)
+def test_missing_type1_pixel_attributes_are_assumed_with_a_warning(dicom, tmp_path, keyword):
+    ds = dicom.make()
+    delattr(ds, keyword)
+    ds.save_as(tmp_path / "a.dcm")
+    image = read_galactogram(tmp_path / "a.dcm")
+    assert any(w.startswith(f"{keyword} is missing; assumed") for w in image.warnings)
+    np.testing.assert_array_equal(image.stored, dicom.make().pixel_array)
+
+
+def test_missing_rows_is_refused(dicom, tmp_path):
+    ds = dicom.make()
+    del ds.Rows
+    ds.save_as(tmp_path / "a.dcm")
+    with pytest.raises(ImageReadError, match="Rows is missing"):
+        read_galactogram(tmp_path / "a.dcm")
