@@ -1,0 +1,120 @@
+"""Typed config of the X-ray imaging stage: every random quantity is a ``[lo, hi]`` range.
+
+The ``imaging:`` section of ``configs/simulation/*.yaml`` validates into :class:`ImagingConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _ordered(value: list[float]) -> list[float]:
+    if len(value) != 2 or value[0] > value[1]:
+        raise ValueError(f"expected a range [lo, hi] with lo <= hi, got {value}")
+    return value
+
+
+Range = Annotated[list[float], AfterValidator(_ordered)]
+
+
+def sample(rng: np.random.Generator, value: list[float]) -> float:
+    """Uniform draw from a ``[lo, hi]`` range (a degenerate range returns lo)."""
+    lo, hi = value
+    return float(lo if lo == hi else rng.uniform(lo, hi))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VendorLook(_Strict):
+    """One family of detectors and "for presentation" processing; looks differ on purpose."""
+
+    name: str
+    weight: float = Field(1.0, gt=0)
+    pixel_spacing_mm: list[float] = Field(min_length=1)  # detector pitch choices
+    tone: str = Field("sigmoid", pattern="^(sigmoid|gamma|log)$")
+    tone_slope: Range = [3.0, 5.0]  # sigmoid slope or gamma exponent, per tone
+    equalization: Range = [0.5, 0.8]  # thickness equalisation strength, 0..1
+    equalization_mm: Range = [4.0, 8.0]  # scale above which the range is compressed
+    tissue_top: Range = [0.65, 0.8]  # tone input of the densest tissue; contrast goes above
+    unsharp_amount: Range = [0.3, 0.8]
+    unsharp_sigma_mm: Range = [1.0, 3.0]
+    background_level: Range = [0.0, 0.03]  # air as a fraction of full scale
+    window_scale: Range = [0.9, 1.1]  # window width relative to the breast's value range
+
+    @model_validator(mode="after")
+    def _detector_pitch(self) -> VendorLook:
+        if any(not 0.05 <= s <= 0.2 for s in self.pixel_spacing_mm):
+            raise ValueError(
+                f"pixel_spacing_mm must lie in [0.05, 0.2], got {self.pixel_spacing_mm}"
+            )
+        return self
+
+
+def _default_vendors() -> list[VendorLook]:
+    return [
+        VendorLook(name="hologic_like", pixel_spacing_mm=[0.07], tone="sigmoid"),
+        VendorLook(
+            name="ge_like",
+            pixel_spacing_mm=[0.1],
+            tone="gamma",
+            tone_slope=[0.7, 1.1],
+            equalization=[0.6, 0.9],
+        ),
+        VendorLook(
+            name="siemens_like",
+            pixel_spacing_mm=[0.085],
+            tone="log",
+            tone_slope=[2.0, 6.0],
+            unsharp_amount=[0.6, 1.2],
+        ),
+    ]
+
+
+class ImagingConfig(_Strict):
+    """Ranges of the acquisition physics, view geometry and presentation processing."""
+
+    # beam and patient dose
+    effective_energy_kev: Range = [20.0, 30.0]
+    quanta_per_mm2: Range = [4.0e4, 1.5e5]  # absorbed quanta under the breast (AEC target)
+    electronic_noise: Range = [2.0, 8.0]  # std in quanta per pixel
+    contrast_scale: Range = [0.8, 1.0]  # dilution of the injected contrast in the ducts
+    # compression and view geometry
+    compressed_thickness_mm: Range = [30.0, 75.0]
+    compression_fraction: Range = [0.45, 0.75]  # thickness / uncompressed extent
+    spreading_exponent: Range = [0.3, 0.5]  # in-plane stretch = compression ** -exponent
+    mlo_angle_deg: Range = [40.0, 60.0]
+    magnification: Range = [1.0, 1.08]  # breast plane to detector (contact geometry)
+    chest_wall_offset_mm: Range = [-12.0, 3.0]  # image edge behind (+) or in front of the wall
+    vertical_offset_fraction: Range = [-0.08, 0.08]  # breast centre shift, fraction of height
+    pectoral_on_cc_probability: float = Field(0.3, ge=0, le=1)
+    pectoral_width_fraction: Range = [0.25, 0.45]  # MLO muscle triangle, of the breast depth
+    pectoral_height_fraction: Range = [0.45, 0.8]  # MLO muscle triangle, of the image height
+    field_sizes_mm: list[list[float]] = [[180.0, 240.0], [240.0, 300.0]]  # cols x rows
+    # detector
+    blur_sigma_mm: Range = [0.05, 0.12]  # Gaussian core of the PSF
+    blur_tail: Range = [0.0, 0.12]  # weight of a wide (Lorentzian-like) tail
+    bits_stored: Range = [12, 14]
+    monochrome1_probability: float = Field(0.25, ge=0, le=1)
+    # anatomy texture
+    texture_beta: Range = [1.5, 3.5]
+    texture_beta_mode: float = 2.8
+    texture_contrast: Range = [0.8, 1.2]  # steepness of the gland/fat boundary
+    ligament_strength: Range = [0.05, 0.25]
+    vendors: list[VendorLook] = Field(default_factory=_default_vendors, min_length=1)
+
+    @model_validator(mode="after")
+    def _physical(self) -> ImagingConfig:
+        lo, hi = self.effective_energy_kev
+        if lo < 15 or hi > 40:
+            raise ValueError("effective_energy_kev must lie in [15, 40] keV")
+        if self.bits_stored[0] < 8 or self.bits_stored[1] > 16:
+            raise ValueError("bits_stored must lie in [8, 16]")
+        lo_b, hi_b = self.texture_beta
+        if not lo_b <= self.texture_beta_mode <= hi_b:
+            raise ValueError("texture_beta_mode must lie inside texture_beta")
+        return self

@@ -1,0 +1,105 @@
+"""Vendor-like "for presentation" processing: log, thickness equalisation, unsharp masking,
+a tone curve and quantisation into 12-14 bit stored values (air dark, contrast white)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .imaging_config import VendorLook, sample
+from .physics import smooth
+
+
+@dataclass(frozen=True)
+class Processing:
+    """Sampled processing parameters of one image."""
+
+    tone: str
+    tone_slope: float
+    equalization: float
+    equalization_mm: float
+    tissue_top: float
+    unsharp_amount: float
+    unsharp_sigma_mm: float
+    background_level: float
+    window_scale: float
+
+    @classmethod
+    def sample(cls, look: VendorLook, rng: np.random.Generator) -> Processing:
+        return cls(
+            tone=look.tone,
+            tone_slope=sample(rng, look.tone_slope),
+            equalization=sample(rng, look.equalization),
+            equalization_mm=sample(rng, look.equalization_mm),
+            tissue_top=sample(rng, look.tissue_top),
+            unsharp_amount=sample(rng, look.unsharp_amount),
+            unsharp_sigma_mm=sample(rng, look.unsharp_sigma_mm),
+            background_level=sample(rng, look.background_level),
+            window_scale=sample(rng, look.window_scale),
+        )
+
+
+def tone_curve(x: np.ndarray, tone: str, slope: float) -> np.ndarray:
+    """Map normalised log signal (tissue ~0..1, contrast above) to display 0..1, float32."""
+    if tone == "sigmoid":
+        centre = np.float32(0.5)
+        y = 1.0 / (1.0 + np.exp(-np.float32(slope) * (x - centre)))
+        floor = 1.0 / (1.0 + np.exp(slope * centre))
+        return np.maximum((y - floor) / np.float32(1.0 - floor), 0.0).astype(np.float32)
+    if tone == "gamma":
+        return np.tanh(np.float32(1.4) * np.power(np.maximum(x, 0.0), np.float32(slope)))
+    if tone == "log":
+        return np.minimum(
+            np.log1p(np.float32(slope) * np.maximum(x, 0.0)) / np.log1p(1.7 * slope), 1.0
+        )
+    raise ValueError(f"unknown tone curve {tone!r}")
+
+
+def present(
+    log_signal: np.ndarray,
+    breast: np.ndarray,
+    contrast: np.ndarray,
+    spacing_mm: float,
+    proc: Processing,
+    bits_stored: int,
+) -> tuple[np.ndarray, float, float]:
+    """Process the log signal (line integral, float32) into stored values (MONOCHROME2).
+
+    ``breast`` marks the tissue (uint8), ``contrast`` the opacified ducts (excluded from the
+    tissue statistics so that dense contrast never darkens the parenchyma).
+    Returns (uint16 pixels, window centre, window width).
+    """
+    signal = log_signal
+    step = max(1, round(1.0 / spacing_mm))  # ~1 mm sampling for statistics
+    tissue = (breast[::step, ::step] > 0) & (contrast[::step, ::step] == 0)
+    # thickness equalisation: compress the large-scale range (peripheral thinning, dense
+    # regions) while small structures (ducts, trabeculae) keep their full contrast
+    low = smooth(signal, proc.equalization_mm / spacing_mm)
+    low_tissue = low[::step, ::step][tissue]
+    reference = np.float32(np.median(low_tissue)) if tissue.any() else np.float32(1.0)
+    low -= reference
+    low *= breast
+    signal = signal - low * np.float32(proc.equalization)
+    # unsharp masking sharpens ducts and trabeculae
+    detail = signal - smooth(signal, proc.unsharp_sigma_mm / spacing_mm)
+    signal += detail * np.float32(proc.unsharp_amount)
+    sample_tissue = signal[::step, ::step][tissue] if tissue.any() else signal[::step, ::step]
+    lo, hi = np.percentile(sample_tissue, [0.5, 99.5])
+    # tissue spans [0, tissue_top]; contrast-filled ducts lie above and render white
+    x = (signal - np.float32(lo)) * np.float32(proc.tissue_top / max(hi - lo, 1e-6))
+    y = tone_curve(x, proc.tone, proc.tone_slope)
+    # air stays dark: outside the breast the signal is zero before processing
+    y *= np.float32(1.0 - proc.background_level)
+    y += np.float32(proc.background_level)
+    top = float(2**bits_stored - 1)
+    np.clip(y, 0.0, 1.0, out=y)
+    y *= np.float32(top)
+    pixels = (y + np.float32(0.5)).astype(np.uint16)
+    shown = pixels[::step, ::step][breast[::step, ::step] > 0]
+    if shown.size == 0:
+        shown = pixels[::step, ::step].ravel()
+    p_lo, p_hi = np.percentile(shown, [0.5, 99.9])
+    width = max((p_hi - p_lo) * proc.window_scale, 16.0)
+    centre = (p_lo + p_hi) / 2.0
+    return pixels, float(round(centre)), float(round(width))

@@ -1,0 +1,241 @@
+"""Render one mammographic view of a :class:`Scene`: pixels in the stored DICOM orientation
+plus exact masks, boxes and the 3D -> pixel projection of that image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import physics
+from .imaging_config import ImagingConfig, VendorLook, sample
+from .presentation import Processing, present
+from .projection import PrimitiveMaps, project_primitives, project_tube, tube_box, tube_chord
+from .scene import Scene, Tube
+from .tissue_maps import coarse_tissue, thickness_profile, upsample
+from .views import PATIENT_ORIENTATION, ViewGeometry, make_view_geometry
+
+
+@dataclass
+class RenderedView:
+    pixels: np.ndarray  # uint16 stored values, standard DICOM orientation
+    photometric: str  # MONOCHROME2 (contrast white) or MONOCHROME1 (inverted)
+    bits_stored: int
+    window_center: float
+    window_width: float
+    pixel_spacing_mm: tuple[float, float]  # (row, col) in the breast plane
+    imager_pixel_spacing_mm: tuple[float, float]  # at the detector
+    magnification: float
+    patient_orientation: tuple[str, str]
+    view: str
+    laterality: str
+    duct_mask: np.ndarray  # uint8
+    centerline: np.ndarray  # uint8
+    instances: np.ndarray  # uint16, k = objects[k - 1]
+    objects: list[dict]
+    nipple_px: tuple[float, float]
+    orifice_px: tuple[float, float]
+    physics: dict
+    project: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    vendor: str = ""
+    geometry: ViewGeometry | None = field(default=None, repr=False)
+
+
+def _pick_vendor(config: ImagingConfig, rng: np.random.Generator) -> VendorLook:
+    weights = np.array([v.weight for v in config.vendors], dtype=float)
+    return config.vendors[int(rng.choice(len(weights), p=weights / weights.sum()))]
+
+
+def _effective_energy(config: ImagingConfig, thickness: float, rng: np.random.Generator) -> float:
+    """Automatic exposure control picks harder beams for thicker breasts."""
+    lo, hi = config.effective_energy_kev
+    t_lo, t_hi = config.compressed_thickness_mm
+    frac = (thickness - t_lo) / max(t_hi - t_lo, 1.0) + rng.normal(0.0, 0.15)
+    return float(lo + (hi - lo) * np.clip(frac, 0.0, 1.0))
+
+
+def _nipple_tube(scene: Scene) -> Tube:
+    b = scene.breast
+    r = b.nipple_radius
+    return Tube(np.array([r, 0.0, 0.0]), np.array([b.nipple_length + r, 0.0, 0.0]), r, r, -1, -1)
+
+
+def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):
+    """Total attenuation (dimensionless) per pixel and the breast support mask."""
+    breast = scene.breast
+    coarse, tissue_params = coarse_tissue(geom, breast, config, rng)
+    mu_fat = physics.attenuation("adipose", energy)
+    mu_gland = physics.attenuation("glandular", energy)
+    mu_muscle = physics.attenuation("muscle", energy)
+    glands = coarse.glandular * (1.0 - coarse.muscle)
+    mu_inner = mu_fat + glands * np.float32(mu_gland - mu_fat)
+    mu_inner += coarse.muscle * np.float32(mu_muscle - mu_fat)
+    edge = upsample(coarse.edge_mm, geom.shape)
+    inner, skin = thickness_profile(edge, geom.thickness_mm, breast.skin_thickness)
+    total = upsample(mu_inner.astype(np.float32), geom.shape, cubic=True)
+    total *= inner
+    total += skin * np.float32(physics.attenuation("skin", energy))
+    support = (edge > 0).view(np.uint8)
+    nipple = project_tube(_nipple_tube(scene), geom)
+    box = tube_box(nipple, geom.shape)
+    if box is not None:
+        region = (slice(box[1], box[3]), slice(box[0], box[2]))
+        chord = tube_chord(nipple, box)
+        total[region] += chord * np.float32(physics.attenuation("skin", energy))
+        support[region] |= (chord > 0).view(np.uint8)
+    contrast = scene.contrast_mg_per_ml
+    total += prims.iodine * np.float32(physics.excess_attenuation("iodine", energy, contrast))
+    for material, thickness in prims.materials.items():
+        total += thickness * np.float32(physics.excess_attenuation(material, energy, contrast))
+    np.maximum(total, 0.0, out=total)
+    return total, support, tissue_params
+
+
+def _objects(scene: Scene, geom: ViewGeometry, prims: PrimitiveMaps, instances: np.ndarray):
+    """Instance mask (canonical grid) and object records in stored coordinates."""
+    objects = []
+    rows, cols = geom.shape
+    for finding in scene.findings:
+        centre = geom.project(finding.center)[0]
+        inside = 0 <= centre[0] < cols and 0 <= centre[1] < rows
+        footprint = prims.footprints.get(finding.index)
+        if footprint is None and not inside:
+            continue
+        k = len(objects) + 1
+        if footprint is not None:
+            (x0, y0, x1, y1), mask = footprint
+            instances[y0:y1, x0:x1][mask] = k
+            if geom.laterality == "R":
+                x0, x1 = cols - x1, cols - x0
+            box = [x0, y0, x1, y1]
+        else:
+            half = 0.5 * finding.size_mm / geom.spacing_mm
+            box = [centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half]
+        if inside:  # the centre always lies in its box (cut-off ends sit on the footprint edge)
+            box = [
+                min(box[0], np.floor(centre[0])),
+                min(box[1], np.floor(centre[1])),
+                max(box[2], np.floor(centre[0]) + 1),
+                max(box[3], np.floor(centre[1]) + 1),
+            ]
+        box = [
+            float(np.clip(box[0], 0, cols)),
+            float(np.clip(box[1], 0, rows)),
+            float(np.clip(box[2], 0, cols)),
+            float(np.clip(box[3], 0, rows)),
+        ]
+        objects.append(
+            {
+                "instance": k,
+                "finding": finding.index,
+                "label": finding.label,
+                "is_mimic": finding.is_mimic,
+                "bbox_px": box,
+                "center_px": [float(centre[0]), float(centre[1])],
+            }
+        )
+    return objects
+
+
+def render_view(
+    scene: Scene,
+    view: str,
+    config: ImagingConfig,
+    rng: np.random.Generator,
+    spacing_mm: float | None = None,
+) -> RenderedView:
+    """Render ``view`` ("CC", "MLO", "ML") of ``scene``; ``spacing_mm`` renders a coarser grid
+    directly (None: the detector's native pitch). Reproducible from ``rng``."""
+    look = _pick_vendor(config, rng)
+    detector_spacing = float(rng.choice(look.pixel_spacing_mm))
+    magnification = sample(rng, config.magnification)
+    geom = make_view_geometry(scene, view, config, rng, detector_spacing, magnification, spacing_mm)
+    energy = _effective_energy(config, geom.thickness_mm, rng)
+    contrast_scale = sample(rng, config.contrast_scale)
+    prims = project_primitives(scene, geom, contrast_scale)
+    line_integral, support, tissue_params = _line_integral(scene, geom, config, rng, energy, prims)
+
+    # exposure under automatic exposure control: a target fluence behind the breast
+    pixel_area = geom.spacing_mm**2 * magnification**2
+    target = sample(rng, config.quanta_per_mm2) * pixel_area
+    step = max(1, round(1.0 / geom.spacing_mm))
+    behind = line_integral[::step, ::step][support[::step, ::step] > 0]
+    median = float(np.median(behind)) if behind.size else 0.0
+    quanta_air = target * float(np.exp(median))
+    quanta = physics.expected_quanta(line_integral, quanta_air)
+    sigma_px = sample(rng, config.blur_sigma_mm) / (geom.spacing_mm * magnification)
+    quanta = physics.detector_blur(quanta, sigma_px, sample(rng, config.blur_tail))
+    electronic = sample(rng, config.electronic_noise)
+    quanta = physics.add_noise(quanta, rng, electronic)
+    np.maximum(quanta, 1.0, out=quanta)
+    np.log(quanta, out=quanta)
+    log_signal = np.float32(np.log(quanta_air)) - quanta  # ~ line integral, air ~ 0
+
+    proc = Processing.sample(look, rng)
+    lo, hi = config.bits_stored
+    bits = int(rng.integers(int(lo), int(hi) + 1))
+    pixels, centre, width = present(
+        log_signal, support, prims.duct_mask, geom.spacing_mm, proc, bits
+    )
+    monochrome1 = bool(rng.random() < config.monochrome1_probability)
+    if monochrome1:
+        pixels = np.uint16(2**bits - 1) - pixels
+        centre = float(2**bits - 1) - centre
+
+    instances = np.zeros(geom.shape, np.uint16)
+    objects = _objects(scene, geom, prims, instances)
+    stored = _stored_orientation(geom)
+    nipple = geom.project(np.zeros(3))[0]
+    orifice = geom.project(scene.orifice)[0]
+    physics_params = {
+        "kvp_effective_kev": round(energy, 2),
+        "glandular_fraction": round(float(scene.breast.glandular_fraction), 3),
+        "contrast_mg_per_ml": round(float(scene.contrast_mg_per_ml), 1),
+        "contrast_scale": round(contrast_scale, 3),
+        "compressed_thickness_mm": round(geom.thickness_mm, 1),
+        "obliquity_deg": round(geom.obliquity_deg, 1),
+        "vendor_look": look.name,
+        "detector_spacing_mm": detector_spacing,
+        "magnification": round(magnification, 3),
+        "quanta_per_pixel_air": round(quanta_air, 1),
+        "electronic_noise": round(electronic, 2),
+        "blur_sigma_px": round(sigma_px, 3),
+        "tone": proc.tone,
+        "tone_slope": round(proc.tone_slope, 3),
+        "equalization": round(proc.equalization, 3),
+        "unsharp_amount": round(proc.unsharp_amount, 3),
+        "bits_stored": bits,
+        "monochrome1": monochrome1,
+        **{k: round(v, 3) for k, v in tissue_params.items()},
+    }
+    return RenderedView(
+        pixels=stored(pixels),
+        photometric="MONOCHROME1" if monochrome1 else "MONOCHROME2",
+        bits_stored=bits,
+        window_center=centre,
+        window_width=width,
+        pixel_spacing_mm=(geom.spacing_mm, geom.spacing_mm),
+        imager_pixel_spacing_mm=(geom.spacing_mm * magnification,) * 2,
+        magnification=magnification,
+        patient_orientation=PATIENT_ORIENTATION[(geom.laterality, view)],
+        view=view,
+        laterality=geom.laterality,
+        duct_mask=stored(prims.duct_mask),
+        centerline=stored(prims.centerline),
+        instances=stored(instances),
+        objects=objects,
+        nipple_px=(float(nipple[0]), float(nipple[1])),
+        orifice_px=(float(orifice[0]), float(orifice[1])),
+        physics=physics_params,
+        project=geom.project,
+        vendor=look.name,
+        geometry=geom,
+    )
+
+
+def _stored_orientation(geom: ViewGeometry) -> Callable[[np.ndarray], np.ndarray]:
+    """Canonical (nipple right) -> stored: right breasts are mirrored left-right."""
+    if geom.laterality == "R":
+        return lambda a: np.ascontiguousarray(a[:, ::-1])
+    return lambda a: a

@@ -1,0 +1,174 @@
+"""Projected tissue of the compressed breast: thickness, skin, glands, pectoral muscle.
+
+Smooth fields (edge distance, glandular fraction, muscle fraction) are built on a coarse grid
+and upsampled; only the thickness profile at the skin line is evaluated per pixel, so the
+skin edge stays sharp. All maps are on the canonical grid (nipple pointing right).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import scipy.fft
+
+from .imaging_config import ImagingConfig, sample
+from .scene import Breast
+from .views import ViewGeometry
+
+COARSE_MM = 0.5  # grid of the smooth fields
+
+
+@dataclass
+class CoarseTissue:
+    """Smooth fields on a coarse grid that covers exactly the image."""
+
+    edge_mm: np.ndarray  # distance inside the skin line (negative outside)
+    glandular: np.ndarray  # fraction of the inner path that is fibroglandular
+    muscle: np.ndarray  # fraction of the inner path that is pectoral muscle
+    spacing: tuple[float, float]  # coarse (row, col) spacing in mm
+
+
+def power_law_noise(
+    rng: np.random.Generator, shape: tuple[int, int], beta: float, stretch: float = 1.0
+) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian field with power spectrum ~ 1 / f**beta (float32).
+
+    ``stretch`` > 1 elongates structures along the rows (anisotropic tissue).
+    """
+    white = rng.standard_normal(shape, dtype=np.float32)
+    spectrum = scipy.fft.rfft2(white, workers=1)
+    fy = np.fft.fftfreq(shape[0]).astype(np.float32)[:, None] / np.float32(stretch)
+    fx = np.fft.rfftfreq(shape[1]).astype(np.float32)[None, :]
+    radius2 = fy * fy + fx * fx
+    radius2[0, 0] = np.inf
+    spectrum *= np.power(radius2, np.float32(-beta / 4.0))
+    field = scipy.fft.irfft2(spectrum, s=shape, workers=1).astype(np.float32)
+    field -= field.mean()
+    field /= field.std() + np.float32(1e-12)
+    return field
+
+
+def triangular(rng: np.random.Generator, bounds: list[float], mode: float) -> float:
+    lo, hi = bounds
+    return float(lo if lo == hi else rng.triangular(lo, mode, hi))
+
+
+def _coarse_coords(geom: ViewGeometry) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    rows, cols = geom.shape
+    height, width = rows * geom.spacing_mm, cols * geom.spacing_mm
+    crows, ccols = max(int(np.ceil(height / COARSE_MM)), 8), max(int(np.ceil(width / COARSE_MM)), 8)
+    sr, sc = height / crows, width / ccols
+    u = ((np.arange(ccols, dtype=np.float32) + 0.5) * sc)[None, :]
+    v = ((np.arange(crows, dtype=np.float32) + 0.5) * sr)[:, None]
+    return u, v, (sr, sc)
+
+
+def edge_distance(geom: ViewGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Approximate distance (mm) inside the compressed breast outline.
+
+    The outline is a half-ellipse from the chest wall to the areola (taller towards the axilla
+    on ML/MLO); behind the chest wall the tissue runs to the image edge.
+    """
+    du = np.maximum(u - np.float32(geom.chest_wall_u), 0.0) / np.float32(geom.body_depth)
+    up = v < geom.centre_v
+    b = np.where(up, np.float32(geom.half_height_up), np.float32(geom.half_height_down))
+    dv = (v - np.float32(geom.centre_v)) / b
+    rho = np.sqrt(du * du + dv * dv)
+    grad = np.sqrt((du / geom.body_depth) ** 2 + (dv / b) ** 2) / np.maximum(rho, 1e-6)
+    return ((1.0 - rho) / np.maximum(grad, 1e-6)).astype(np.float32)
+
+
+def glandular_fraction(
+    geom: ViewGeometry,
+    breast: Breast,
+    config: ImagingConfig,
+    rng: np.random.Generator,
+    u: np.ndarray,
+    v: np.ndarray,
+    edge: np.ndarray,
+) -> tuple[np.ndarray, float]:
+    """Fibroglandular fraction per coarse pixel: a central cone behind the nipple, textured."""
+    nipple_u = geom.nipple_uv[0]
+    depth = (nipple_u - u) / max(nipple_u - geom.chest_wall_u, 1.0)  # 0 nipple .. 1 chest wall
+    lateral = (v - geom.centre_v) / np.float32(geom.half_height_down)
+    width = 0.35 + 0.45 * np.clip(depth, 0.0, 1.0)
+    profile = np.exp(-(((depth - 0.42) / 0.38) ** 2) - (lateral / width) ** 2)
+    beta = triangular(rng, config.texture_beta, config.texture_beta_mode)
+    texture = power_law_noise(rng, edge.shape, beta)
+    ligaments = 1.0 - np.abs(power_law_noise(rng, edge.shape, 2.6, stretch=2.0))
+    ligaments = ligaments**8
+    field = 1.6 * profile + 0.9 * texture
+    # subcutaneous and retromammary fat: no glands right under the skin
+    field -= 1.5 * np.exp(-np.maximum(edge, 0.0) / 6.0)
+    inside = edge > 0
+    density = float(np.clip(breast.glandular_fraction, 0.02, 0.9))
+    threshold = np.quantile(field[inside], 1.0 - density) if inside.any() else 0.0
+    steep = 1.6 * sample(rng, config.texture_contrast)
+    frac = 1.0 / (1.0 + np.exp(-steep * (field - threshold)))
+    frac = np.clip(frac + sample(rng, config.ligament_strength) * ligaments, 0.0, 1.0)
+    return frac.astype(np.float32), beta
+
+
+def pectoral_fraction(
+    geom: ViewGeometry,
+    config: ImagingConfig,
+    rng: np.random.Generator,
+    u: np.ndarray,
+    v: np.ndarray,
+) -> np.ndarray:
+    """Muscle fraction of the path: a triangle on MLO, sometimes a sliver on CC."""
+    muscle = np.zeros(np.broadcast_shapes(u.shape, v.shape), np.float32)
+    height = geom.rows * geom.spacing_mm
+    if geom.view == "MLO":
+        width = sample(rng, config.pectoral_width_fraction) * (
+            geom.nipple_uv[0] - geom.chest_wall_u
+        )
+        width += max(geom.chest_wall_u, 0.0)
+        length = sample(rng, config.pectoral_height_fraction) * height
+        bow = rng.uniform(0.8, 1.4)  # convex or concave anterior margin
+        inside = 1.0 - (u / width + (np.clip(v, 0, None) / length) ** bow)  # > 0 in the muscle
+        muscle = np.clip(inside * (width / 6.0), 0.0, 1.0) * rng.uniform(0.6, 0.9)
+    elif geom.view == "CC" and rng.random() < config.pectoral_on_cc_probability:
+        width = rng.uniform(3.0, 12.0) + max(geom.chest_wall_u, 0.0)
+        half = rng.uniform(0.2, 0.5) * geom.half_height_down
+        centre = geom.centre_v + rng.uniform(-0.3, 0.3) * geom.half_height_down
+        inside = 1.0 - np.sqrt((u / width) ** 2 + ((v - centre) / half) ** 2)
+        muscle = np.clip(inside * 4.0, 0.0, 1.0) * rng.uniform(0.4, 0.8)
+    return muscle.astype(np.float32)
+
+
+def coarse_tissue(
+    geom: ViewGeometry, breast: Breast, config: ImagingConfig, rng: np.random.Generator
+) -> tuple[CoarseTissue, dict[str, float]]:
+    u, v, spacing = _coarse_coords(geom)
+    edge = edge_distance(geom, u, v)
+    glands, beta = glandular_fraction(geom, breast, config, rng, u, v, edge)
+    muscle = pectoral_fraction(geom, config, rng, u, v)
+    muscle *= edge > 0
+    return CoarseTissue(edge, glands, muscle, spacing), {"texture_beta": beta}
+
+
+def upsample(field: np.ndarray, shape: tuple[int, int], cubic: bool = False) -> np.ndarray:
+    """Resize a coarse field to the image grid (pixel centres aligned, float32)."""
+    mode = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
+    return cv2.resize(field, (shape[1], shape[0]), interpolation=mode)
+
+
+def thickness_profile(
+    edge: np.ndarray, thickness: float, skin: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inner (under the skin) and skin path lengths from the edge distance.
+
+    The compressed breast ends in a half-round edge of radius ``thickness / 2``; the skin is a
+    shell, so rays tangent to it near the skin line cross a long path of skin.
+    """
+    radius = np.float32(thickness / 2)
+    inner_r = np.float32(max(thickness / 2 - skin, 0.1))
+    e = np.clip(edge, 0.0, radius)
+    outer = np.sqrt(e * (2 * radius - e)) * np.float32(2)
+    e_in = np.clip(edge - np.float32(skin), 0.0, inner_r)
+    inner = np.sqrt(e_in * (2 * inner_r - e_in)) * np.float32(2)
+    outer -= inner
+    return inner, outer
