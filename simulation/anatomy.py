@@ -25,7 +25,7 @@ from ductai.simulation.duct_tree import (
     grow_duct_tree,
     subtree,
 )
-from ductai.simulation.findings import FindingDraft, insert_findings
+from ductai.simulation.findings import FindingDraft, Placement, insert_findings
 from ductai.simulation.mimics import insert_mimics
 from ductai.simulation.scene import Blob, Breast, Finding, Scene, Tube
 
@@ -39,8 +39,9 @@ def build_scene(config: AnatomyConfig, rng: np.random.Generator, laterality: str
     orifice = _orifice(breast, config.duct.orifice_offset_fraction, rng)
     tree = grow_duct_tree(breast, orifice, config.duct, rng)
     _incomplete_fill(tree, config.fill, rng)
-    drafts = insert_findings(tree, breast, config.findings, rng)
-    drafts += insert_mimics(tree, breast, config.mimics, rng, start=len(drafts))
+    place = Placement(tree, breast, rng, config.findings.min_separation_mm)
+    drafts = insert_findings(place, config.findings)
+    drafts += insert_mimics(place, config.mimics)
     add_lobules(tree, breast, config.duct, rng)
     fade = _fade(tree, config.fill, rng)
     cannula = _cannula(tree, config.cannula, rng)  # before the tubes: it may widen the channel

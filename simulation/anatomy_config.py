@@ -172,9 +172,9 @@ class EctasiaConfig(_Section):
 
 class ExtravasationConfig(_Section):
     size_mm: Range = [5.0, 25.0]
-    blobs: Range = [3, 8]
+    blobs: Range = [5, 14]
     lobulation: Range = [0.3, 0.8]
-    concentration: Range = [0.2, 0.6]
+    concentration: Range = [0.05, 0.2]
     max_generation: int = Field(4, ge=0)
     intravasation_probability: Probability = 0.3
     intravasation_lines: Range = [1, 3]

@@ -71,6 +71,7 @@ class Placement:
         size: float,
         filled: bool = True,
         tries: int = 20,
+        obstructing: bool = False,
     ) -> Site | None:
         """A random duct point with ``half_length`` of branch on both sides, free of others."""
         lo_gen, hi_gen = gen_range
@@ -94,6 +95,8 @@ class Placement:
             b, s0, s1 = spans[int(self.rng.choice(len(spans), p=p))]
             s = float(self.rng.uniform(s0, s1))
             point, radius, direction = point_at(self.tree.branches[b], s)
+            if obstructing and self.has_findings_distal(b, s):
+                continue  # it would unfill a finding already placed
             if self.is_free(b, s - half_length, s + half_length, point, size):
                 branch = self.tree.branches[b]
                 return Site(
@@ -101,13 +104,22 @@ class Placement:
                 )
         return None
 
+    def overlaps_reserved(self, b: int, s0: float, s1: float) -> bool:
+        return any(s0 < e1 and e0 < s1 for e0, e1 in self.reserved.get(b, []))
+
     def is_free(self, b: int, s0: float, s1: float, point: np.ndarray, size: float) -> bool:
-        if any(s0 < e1 and e0 < s1 for e0, e1 in self.reserved.get(b, [])):
+        if self.overlaps_reserved(b, s0, s1):
             return False
         return all(
             np.linalg.norm(point - c) >= self.sep + 0.5 * (size + other)
             for c, other in self.centers
         )
+
+    def has_findings_distal(self, b: int, s: float) -> bool:
+        if any(e1 > s for _, e1 in self.reserved.get(b, [])):
+            return True
+        distal = [i for c in self.tree.branches[b].children for i in subtree(self.tree.branches, c)]
+        return any(i in self.reserved for i in distal)
 
     def reserve(self, b: int, s0: float, s1: float, point=None, size: float = 0.0) -> None:
         self.reserved.setdefault(b, []).append((s0, s1))
@@ -115,10 +127,9 @@ class Placement:
             self.centers.append((np.asarray(point, dtype=float), size))
 
 
-def insert_findings(
-    tree: DuctTree, breast: Breast, cfg: FindingsConfig, rng: np.random.Generator
-) -> list[FindingDraft]:
+def insert_findings(place: Placement, cfg: FindingsConfig) -> list[FindingDraft]:
     """Sample how many lesions this breast has and of which classes, and insert them."""
+    rng = place.rng
     counts = np.array(cfg.count_probabilities, dtype=float)
     n = int(rng.choice(len(counts), p=counts / counts.sum()))
     classes = sorted(cfg.class_weights)
@@ -132,7 +143,6 @@ def insert_findings(
         for lab in labels
     ]
     order = sorted(range(n), key=lambda i: not obstructing[i])  # obstructions first
-    place = Placement(tree, breast, rng, cfg.min_separation_mm)
     drafts = []
     for i in order:
         draft = _INSERT[labels[i]](place, cfg, obstructing[i])
@@ -174,9 +184,10 @@ def _papilloma(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Find
     a, b = d / 2, d / 2 / elong  # semi-axes along and across the duct
     rim = uniform(rng, pc.rim_mm)
     path = pc.outlier_path_length_mm if rng.random() < pc.outlier_probability else pc.path_length_mm
-    site = place.site((0, pc.max_generation), path, a + rim + 1.0, d)
+    gens = (0, pc.max_generation)
+    site = place.site(gens, path, a + rim + 1.0, d, obstructing=obstructing)
     if site is None:
-        site = place.site((0, pc.max_generation), None, a + rim + 1.0, d)
+        site = place.site(gens, None, a + rim + 1.0, d, obstructing=obstructing)
     if site is None:
         return None
     c_across = b * rng.uniform(0.8, 1.0)
@@ -224,7 +235,8 @@ def _mask_blob(center: np.ndarray, diameter: float) -> Blob:
 def _cutoff(place: Placement, cfg: FindingsConfig, obstructing: bool) -> FindingDraft | None:
     cc, rng, tree = cfg.cutoff, place.rng, place.tree
     size = uniform(rng, cc.mask_size_mm)
-    site = place.site((cc.min_generation, cc.max_generation), cc.path_length_mm, 3.0, size)
+    gens = (cc.min_generation, cc.max_generation)
+    site = place.site(gens, cc.path_length_mm, 3.0, size, obstructing=True)
     if site is None:
         return None
     distal = split_branch(tree, site.branch, site.s)
@@ -373,18 +385,22 @@ def _extravasation(place: Placement, cfg: FindingsConfig, obstructing: bool):
     margin = breast.skin_thickness + 1.0
     frame = _frame(site.direction, rng)
     side = frame[:, 1]
-    center = site.point + side * (site.radius + extent * rng.uniform(0.25, 0.45))
+    # Contrast leaks through the wall and spreads in the periductal tissue, mostly along the
+    # duct: an amorphous cloud elongated along it, off to one side.
+    center = site.point + side * (site.radius + extent * rng.uniform(0.1, 0.3))
     for _ in range(10):  # pull the cloud back inside a small breast
         if breast.contains(center[None], margin + extent / 2)[0]:
             break
         center = site.point + 0.7 * (center - site.point)
     blobs = []
     conc = uniform(rng, xc.concentration)
-    # The first lobe touches the duct it leaked from; the others spread around the cloud.
-    offsets = [site.point + side * (site.radius + extent * 0.12)]
-    offsets += [center + rng.normal(size=3) * extent / 6 for _ in range(integer(rng, xc.blobs) - 1)]
+    spread = np.diag([extent / 4, extent / 7, extent / 7])
+    offsets = [site.point + side * (site.radius + extent * 0.05)]  # where it leaked
+    offsets += [
+        center + frame @ spread @ rng.normal(size=3) for _ in range(integer(rng, xc.blobs) - 1)
+    ]
     for c in offsets:
-        radii = extent * rng.uniform(0.1, 0.28, size=3)
+        radii = extent * rng.uniform(0.05, 0.2, size=3)
         if not breast.contains(c[None], margin + radii.max())[0]:
             continue
         blobs.append(

@@ -13,10 +13,9 @@ from ductai.simulation.findings import FindingDraft, Placement
 from ductai.simulation.scene import Blob, Breast, Tube
 
 
-def insert_mimics(
-    tree: DuctTree, breast: Breast, cfg: MimicsConfig, rng: np.random.Generator, start: int = 0
-) -> list[FindingDraft]:
-    place = Placement(tree, breast, rng, sep=0.0)
+def insert_mimics(place: Placement, cfg: MimicsConfig) -> list[FindingDraft]:
+    """Bubbles (in filled ducts, clear of lesions) and calcifications (anywhere)."""
+    tree, breast, rng = place.tree, place.breast, place.rng
     drafts: list[FindingDraft] = []
     if rng.random() < cfg.bubbles.probability:
         drafts += _bubble_row(place, cfg, rng)
@@ -51,6 +50,8 @@ def _bubble_row(place: Placement, cfg: MimicsConfig, rng) -> list[FindingDraft]:
         center_s = s + radius
         if center_s + radius > length or radius < 0.05:
             break
+        if place.overlaps_reserved(branch.index, s, center_s + radius):
+            break
         center, _, _ = point_at(branch, center_s)
         drafts.append(
             FindingDraft(
@@ -64,6 +65,7 @@ def _bubble_row(place: Placement, cfg: MimicsConfig, rng) -> list[FindingDraft]:
             )
         )
         s = center_s + radius + uniform(rng, bc.gap_mm)
+    place.reserve(branch.index, site.s, s)
     return drafts
 
 
