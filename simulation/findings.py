@@ -314,7 +314,8 @@ def _ectasia(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Findin
     ec, rng, tree = cfg.ectasia, place.rng, place.tree
     radius = uniform(rng, ec.diameter_mm) / 2
     length = uniform(rng, ec.length_mm)
-    site = place.site((0, ec.max_generation), None, 1.0, length)
+    # Duct ectasia starts in the subareolar main duct and runs back into the first branches.
+    site = place.site((0, min(1, ec.max_generation)), [0.0, 30.0], 1.0, length)
     if site is None:
         return None
     pieces = [
@@ -334,19 +335,35 @@ def _ectasia(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Findin
     if total < 3.0:
         return None
     ramp = min(2.0, total / 4)
-    walked = 0.0
+    wave, phase = rng.uniform(1.5, 4.0), rng.uniform(0, 2 * np.pi)  # gently varying calibre
+    walked, side_pieces = 0.0, []
     for b, s0, s1 in kept:
         branch = tree.branches[b]
-        step = max(1, math.ceil((s1 - s0) / 1.5))
-        insert_arcs(branch, np.linspace(s0, s1, step + 1))
-        arcs = arc_lengths(branch.points)
-        inside = (arcs >= s0 - 1e-6) & (arcs <= s1 + 1e-6)
-        u = walked + arcs[inside] - s0  # distance from the start of the ectatic stretch
-        ramp_in = np.clip(np.minimum(u, total - u) / ramp, 0.0, 1.0)
-        target = branch.radii[inside] + (radius - branch.radii[inside]) * ramp_in
-        branch.radii[inside] = np.maximum(branch.radii[inside], target)
-        walked += s1 - s0
+
+        def stretch(arcs, old, start=walked, s0=s0):
+            u = start + arcs - s0  # distance from the start of the ectatic stretch
+            ramp_in = np.clip(np.minimum(u, total - u) / ramp, 0.0, 1.0)
+            wide = radius * (1.0 - 0.3 * u / total) * (1 + 0.08 * np.sin(u / wave + phase))
+            return old + (wide - old) * ramp_in
+
+        _dilate(branch, s0, s1, stretch)
         place.reserve(b, s0, s1)
+        walked += s1 - s0
+        # Diffuse: side branches leaving the dilated stretch are dilated at their origin too.
+        fully_dilated = walked < total - ramp and s1 >= branch_length(branch) - 1e-6
+        if fully_dilated and len(branch.children) == 2:
+            side = tree.branches[branch.children[1]]
+            side_len = min(branch_length(side) - 0.5, rng.uniform(0.3, 0.7) * total)
+            free = not place.overlaps_reserved(side.index, 0.0, side_len)
+            if side.filled and side.generation <= ec.max_generation and side_len > 2 and free:
+                r_side = 0.8 * radius
+
+                def tapering(arcs, old, n=side_len, r=r_side):
+                    return old + (r - old) * (1 - arcs / n)
+
+                _dilate(side, 0.0, side_len, tapering)
+                place.reserve(side.index, 0.0, side_len)
+                side_pieces.append((side.index, 0.0, side_len))
     # The reported centre: the middle of the dilated stretch.
     walked, center, mid_b = 0.0, site.point, site.branch
     for b, s0, s1 in kept:
@@ -361,11 +378,20 @@ def _ectasia(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Findin
         "ectasia",
         center,
         total,
-        pieces=kept,
+        pieces=kept + side_pieces,
         branch=mid_b,
         generation=mid.generation,
         path_length_mm=site.path_length + total / 2,
     )
+
+
+def _dilate(branch, s0: float, s1: float, target) -> None:
+    """Widen arcs [s0, s1] to at least ``target(arcs, old_radii)``."""
+    insert_arcs(branch, np.linspace(s0, s1, max(1, math.ceil((s1 - s0) / 1.5)) + 1))
+    arcs = arc_lengths(branch.points)
+    inside = (arcs >= s0 - 1e-6) & (arcs <= s1 + 1e-6)
+    old = branch.radii[inside]
+    branch.radii[inside] = np.maximum(old, target(arcs[inside], old))
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
