@@ -227,9 +227,14 @@ def _papilloma(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Find
     )
 
 
+MASK_ONLY_CONCENTRATION = 1e-6  # invisible (a millionth of the contrast), yet a non-empty mask
+
+
 def _mask_blob(center: np.ndarray, diameter: float) -> Blob:
-    """A blob that only marks a mask: iodine at zero concentration adds nothing to the image."""
-    return Blob(center.copy(), np.full(3, diameter / 2), np.eye(3), "iodine", 1, 0.0)
+    """A blob that only marks a mask around a cut end: it adds no visible material."""
+    return Blob(
+        center.copy(), np.full(3, diameter / 2), np.eye(3), "iodine", 1, MASK_ONLY_CONCENTRATION
+    )
 
 
 def _cutoff(place: Placement, cfg: FindingsConfig, obstructing: bool) -> FindingDraft | None:

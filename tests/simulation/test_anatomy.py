@@ -202,6 +202,9 @@ def test_findings_have_exact_primitives(preset):
             if f.label == "calcification":
                 assert all(scene.tubes[t].material == "calcium" for t in f.tubes)
                 assert all(scene.blobs[b].material == "calcium" for b in f.blobs)
+            if f.label == "cutoff":  # a mask around the cut end that adds no visible material
+                (b,) = f.blobs
+                assert 0 < scene.blobs[b].concentration < 1e-3 and f.obstructing
             if f.label in ("irregularity", "ectasia"):
                 assert f.tubes and all(scene.tubes[t].branch >= 0 for t in f.tubes)
             if f.label in IN_LUMEN and f.branch >= 0:
