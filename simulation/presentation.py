@@ -100,6 +100,9 @@ def present(
     if shown.size == 0:
         shown = pixels[::step, ::step].ravel()
     p_lo, p_hi = np.percentile(shown, [0.5, 99.9])
+    ducts = pixels[contrast > 0]
+    if ducts.size:  # the window reaches the contrast so ducts stay distinct from dense tissue
+        p_hi = max(p_hi, float(np.percentile(ducts, 95)))
     width = max((p_hi - p_lo) * proc.window_scale, 16.0)
     centre = (p_lo + p_hi) / 2.0
     return pixels, float(round(centre)), float(round(width))

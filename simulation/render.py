@@ -11,8 +11,8 @@ import numpy as np
 from . import physics
 from .imaging_config import ImagingConfig, VendorLook, sample
 from .presentation import Processing, present
-from .projection import PrimitiveMaps, project_primitives, project_tube, tube_box, tube_chord
-from .scene import Scene, Tube
+from .projection import PrimitiveMaps, ProjectedTube, project_primitives, tube_box, tube_chord
+from .scene import Scene
 from .tissue_maps import coarse_tissue, thickness_profile, upsample
 from .views import PATIENT_ORIENTATION, ViewGeometry, make_view_geometry
 
@@ -55,10 +55,23 @@ def _effective_energy(config: ImagingConfig, thickness: float, rng: np.random.Ge
     return float(lo + (hi - lo) * np.clip(frac, 0.0, 1.0))
 
 
-def _nipple_tube(scene: Scene) -> Tube:
-    b = scene.breast
-    r = b.nipple_radius
-    return Tube(np.array([r, 0.0, 0.0]), np.array([b.nipple_length + r, 0.0, 0.0]), r, r, -1, -1)
+def _nipple(scene: Scene, geom: ViewGeometry) -> ProjectedTube:
+    """The nipple in profile: a rounded cylinder from the areola to the projected tip."""
+    r = scene.breast.nipple_radius
+    tip = geom.to_canonical_px(np.zeros(3))[0]
+    base_u = (geom.chest_wall_u + geom.body_depth) / geom.spacing_mm
+    sp = geom.spacing_mm
+    start = np.array([min(tip[0] - r / sp, base_u), tip[1]])
+    return ProjectedTube(
+        a=start,
+        b=np.array([base_u - r / sp, tip[1]]),
+        r0=r / sp,
+        r1=r / sp,
+        mm_per_px=sp,
+        inv_cos=1.0,
+        scale=1.0,
+        max_chord=2 * r,
+    )
 
 
 def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):
@@ -77,12 +90,13 @@ def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):
     total *= inner
     total += skin * np.float32(physics.attenuation("skin", energy))
     support = (edge > 0).view(np.uint8)
-    nipple = project_tube(_nipple_tube(scene), geom)
+    nipple = _nipple(scene, geom)
     box = tube_box(nipple, geom.shape)
-    if box is not None:
+    if box is not None:  # only in front of the skin line: the mound already holds its base
         region = (slice(box[1], box[3]), slice(box[0], box[2]))
         chord = tube_chord(nipple, box)
-        total[region] += chord * np.float32(physics.attenuation("skin", energy))
+        chord *= support[region] == 0
+        total[region] += chord * np.float32(1.3 * physics.attenuation("skin", energy))
         support[region] |= (chord > 0).view(np.uint8)
     contrast = scene.contrast_mg_per_ml
     total += prims.iodine * np.float32(physics.excess_attenuation("iodine", energy, contrast))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import scipy.fft
+from scipy.ndimage import map_coordinates
 
 from .imaging_config import ImagingConfig, sample
 from .scene import Breast
@@ -96,19 +97,37 @@ def glandular_fraction(
     width = 0.35 + 0.45 * np.clip(depth, 0.0, 1.0)
     profile = np.exp(-(((depth - 0.42) / 0.38) ** 2) - (lateral / width) ** 2)
     beta = triangular(rng, config.texture_beta, config.texture_beta_mode)
-    texture = power_law_noise(rng, edge.shape, beta)
-    ligaments = 1.0 - np.abs(power_law_noise(rng, edge.shape, 2.6, stretch=2.0))
-    ligaments = ligaments**8
-    field = 1.6 * profile + 0.9 * texture
+    # tissue flows towards the nipple: sample the noise in polar coordinates around it
+    polar = _polar_coords(u, v, nipple_u, geom.centre_v)
+    texture = _warped(power_law_noise(rng, edge.shape, beta, stretch=2.5), polar)
+    clouds = _warped(power_law_noise(rng, edge.shape, 3.2, stretch=2.0), polar)
+    ridges = np.abs(_warped(power_law_noise(rng, edge.shape, 2.6, stretch=3.0), polar))
+    ligaments = np.clip(1.0 - ridges, 0.0, 1.0) ** 10  # thin lines where the noise crosses 0
+    field = 1.6 * profile + 0.6 * clouds + 0.45 * texture
     # subcutaneous and retromammary fat: no glands right under the skin
     field -= 1.5 * np.exp(-np.maximum(edge, 0.0) / 6.0)
     inside = edge > 0
     density = float(np.clip(breast.glandular_fraction, 0.02, 0.9))
     threshold = np.quantile(field[inside], 1.0 - density) if inside.any() else 0.0
-    steep = 1.6 * sample(rng, config.texture_contrast)
+    steep = 1.3 * sample(rng, config.texture_contrast)
     frac = 1.0 / (1.0 + np.exp(-steep * (field - threshold)))
     frac = np.clip(frac + sample(rng, config.ligament_strength) * ligaments, 0.0, 1.0)
     return frac.astype(np.float32), beta
+
+
+def _polar_coords(u: np.ndarray, v: np.ndarray, nipple_u: float, nipple_v: float) -> np.ndarray:
+    """(row, col) positions into a noise grid indexed by (angle arc, radius) around the nipple."""
+    du, dv = nipple_u - u, v - nipple_v
+    radius = np.sqrt(du * du + dv * dv) / COARSE_MM
+    arc = np.arctan2(dv, du) * (60.0 / COARSE_MM)  # arc length at 60 mm from the nipple
+    return np.stack(np.broadcast_arrays(arc, radius))
+
+
+def _warped(noise: np.ndarray, polar: np.ndarray) -> np.ndarray:
+    """Noise resampled on polar coordinates: structures elongate along rays from the nipple."""
+    rows, cols = noise.shape
+    coords = np.stack([np.mod(polar[0] + rows / 2, rows), np.mod(polar[1], cols)])
+    return map_coordinates(noise, coords, order=1, mode="grid-wrap").astype(np.float32)
 
 
 def pectoral_fraction(
