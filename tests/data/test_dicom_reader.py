@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
-from pydicom.uid import MPEG2MPML, JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import (
+    MPEG2MPML,
+    ComprehensiveSRStorage,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from ductai.data import dicom_reader
 from ductai.data.dicom_reader import read_galactogram
@@ -180,10 +187,21 @@ def test_not_dicom(tmp_path):
 
 
 def test_no_pixel_data(dicom, tmp_path):
-    ds = dicom.make()
-    del ds.PixelData
-    with pytest.raises(NoPixelDataError, match=r"a\.dcm: no PixelData"):
-        read_galactogram(dicom.write(ds, tmp_path / "a.dcm"))
+    ds = Dataset()
+    ds.SOPClassUID = ComprehensiveSRStorage
+    ds.SOPInstanceUID = "1.2.3"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(tmp_path / "report.dcm", enforce_file_format=False)
+    with pytest.raises(NoPixelDataError, match=r"report\.dcm: no PixelData: not an image .*SR"):
+        read_galactogram(tmp_path / "report.dcm")
+
+
+def test_image_header_without_pixels_is_called_truncated(dicom, tmp_path):
+    path = dicom.write(dicom.make(), tmp_path / "cut.dcm")
+    path.write_bytes(path.read_bytes()[:700])  # ends inside the header
+    with pytest.raises(TruncatedFileError, match=r"cut\.dcm: an image header without pixel data"):
+        read_galactogram(path)
 
 
 def test_rgb_is_refused(dicom, tmp_path):
