@@ -143,7 +143,7 @@ def _check_image_kind(ds: Dataset, path: Path) -> None:
         other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
         what = f"only {other[0]}" if other else "no PixelData"
         sop = ds.get("SOPClassUID")
-        if "Rows" in ds or ((sop and "Image Storage" in sop.name) and not other):
+        if ("Rows" in ds or (sop and "Image Storage" in sop.name)) and not other:
             raise TruncatedFileError(
                 path, "an image header without pixel data: the file is truncated or stripped"
             )
