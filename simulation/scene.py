@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FINDING_CLASSES = ("papilloma", "cutoff", "irregularity", "ectasia", "extravasation")
-MIMIC_CLASSES = ("air_bubble", "calcification")
-ALL_CLASSES = FINDING_CLASSES + MIMIC_CLASSES
+from ductai.data.labels import MIMICS as MIMIC_CLASSES
 
 # Materials a primitive can add or remove along an X-ray path.
 MATERIALS = ("iodine", "soft_tissue", "air", "calcium", "metal", "plastic")
