@@ -80,7 +80,7 @@ class BreastConfig(_Section):
 class DuctConfig(_Section):
     orifice_offset_fraction: Range = [0.05, 0.45]  # of the nipple radius, off the tip centre
     channel_radius_mm: Range = [0.2, 0.4]
-    channel_length_mm: Range = [3.0, 8.0]
+    channel_length_mm: Range = [1.0, 5.0]  # beyond the nipple base (it crosses the nipple)
     sinus_radius_mm: Range = [1.0, 2.0]
     sinus_length_mm: Range = [5.0, 12.0]
     ectatic_sinus_probability: Probability = 0.1
@@ -118,7 +118,7 @@ class FillConfig(_Section):
     unfilled_min_generation: int = Field(2, ge=1)
     fade_probability: Probability = 0.3  # contrast thins out distally
     fade_to: Range = [0.3, 0.8]  # concentration at the most distal ends
-    contrast_mg_per_ml: Range = [100.0, 320.0]
+    contrast_mg_per_ml: Range = [200.0, 370.0]  # undiluted 240-370 mgI/ml, some diluted
 
 
 class CannulaConfig(_Section):

@@ -212,7 +212,11 @@ def _lobe(space: _Space, apex: np.ndarray, cfg: DuctConfig, rng: np.random.Gener
 def _root(breast: Breast, orifice: np.ndarray, axis_hint, cfg: DuctConfig, rng) -> Branch:
     """Generation 0: nipple channel, lactiferous sinus (spindle) and main duct."""
     r_channel = uniform(rng, cfg.channel_radius_mm)
-    l_channel = min(uniform(rng, cfg.channel_length_mm), breast.nipple_length + 2.0)
+    # The narrow channel runs through the whole nipple; the sinus lies behind its base.
+    radial = np.array([0.0, orifice[1], orifice[2]])
+    d0 = _unit(np.array([1.0, 0.0, 0.0]) - 0.3 * radial / max(breast.nipple_radius, 1.0))
+    through = (breast.nipple_length - float(orifice[0])) / max(float(d0[0]), 0.5)
+    l_channel = max(through, 0.0) + uniform(rng, cfg.channel_length_mm)
     ectatic = rng.random() < cfg.ectatic_sinus_probability
     r_sinus = uniform(rng, cfg.ectatic_sinus_radius_mm if ectatic else cfg.sinus_radius_mm)
     l_sinus = uniform(rng, cfg.sinus_length_mm)
@@ -220,18 +224,16 @@ def _root(breast: Breast, orifice: np.ndarray, axis_hint, cfg: DuctConfig, rng) 
     l_main = max(uniform(rng, cfg.first_branch_mm) - l_sinus, 2.0)
 
     # The channel runs from the off-centre orifice back towards the nipple axis.
-    radial = np.array([0.0, orifice[1], orifice[2]])
-    d0 = _unit(np.array([1.0, 0.0, 0.0]) - 0.3 * radial / max(breast.nipple_radius, 1.0))
     s_channel = np.linspace(0.0, l_channel, 3)
     s_sinus = l_channel + l_sinus * np.array([0.15, 0.35, 0.5, 0.65, 0.85, 1.0])
     n_main = max(2, round(l_main / 2.5))
     s_main = l_channel + l_sinus + l_main * np.arange(1, n_main + 1) / n_main
     arcs = np.concatenate([s_channel, s_sinus, s_main])
     total = arcs[-1]
-    # Direction turns smoothly from the nipple axis towards the lobe.
+    # Straight through the nipple, then the direction turns smoothly towards the lobe.
     pts = [orifice.astype(float)]
     for k in range(1, len(arcs)):
-        t = min(1.0, arcs[k - 1] / total) ** 1.5
+        t = min(1.0, max(arcs[k - 1] - l_channel, 0.0) / (total - l_channel)) ** 1.5
         d = _unit((1 - t) * d0 + t * axis_hint + 0.05 * rng.normal(size=3) * t)
         pts.append(pts[-1] + d * (arcs[k] - arcs[k - 1]))
     pts = np.array(pts)

@@ -40,7 +40,7 @@ class VendorLook(_Strict):
     tone_slope: Range = [3.0, 5.0]  # sigmoid slope or gamma exponent, per tone
     equalization: Range = [0.5, 0.8]  # thickness equalisation strength, 0..1
     equalization_mm: Range = [4.0, 8.0]  # scale above which the range is compressed
-    tissue_top: Range = [0.65, 0.8]  # tone input of the densest tissue; contrast goes above
+    tissue_top: Range = [0.5, 0.65]  # tone input of the densest tissue; contrast goes above
     unsharp_amount: Range = [0.3, 0.8]
     unsharp_sigma_mm: Range = [1.0, 3.0]
     background_level: Range = [0.0, 0.03]  # air as a fraction of full scale

@@ -63,26 +63,54 @@ def present(
     spacing_mm: float,
     proc: Processing,
     bits_stored: int,
+    thickness: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, float]:
     """Process the log signal (line integral, float32) into stored values (MONOCHROME2).
 
     ``breast`` marks the tissue (uint8), ``contrast`` the opacified ducts (excluded from the
-    tissue statistics so that dense contrast never darkens the parenchyma).
+    tissue statistics so that dense contrast never darkens the parenchyma). ``thickness`` is
+    the line integral of the breast's shape alone (no texture, no ducts), as a vendor's
+    thickness estimate for peripheral equalisation.
     Returns (uint16 pixels, window centre, window width).
     """
     signal = log_signal
     step = max(1, round(1.0 / spacing_mm))  # ~1 mm sampling for statistics
     tissue = (breast[::step, ::step] > 0) & (contrast[::step, ::step] == 0)
     # thickness equalisation: compress the large-scale range (peripheral thinning, dense
-    # regions) while small structures (ducts, trabeculae) keep their full contrast
-    low = smooth(signal, proc.equalization_mm / spacing_mm)
+    # regions) while small structures (ducts, trabeculae) keep their full contrast. The
+    # low-pass ignores the contrast (normalised convolution over the tissue), so the
+    # equalisation never flattens a wide, bright sinus or leaves a dark halo around it.
+    weight = ((breast > 0) & (contrast == 0)).astype(np.float32)
+    if thickness is not None:
+        # peripheral equalisation follows the vendor's thickness estimate at full resolution
+        # (nearly completely, as vendors do): the thin rim and the nipple are lifted to the
+        # level of the breast without halos; the slab's large-scale density is then
+        # compressed as usual
+        thick = thickness[::step, ::step][tissue]
+        level = np.float32(np.median(thick)) if thick.size else np.float32(0.0)
+        strength = np.float32(0.85 + 0.15 * proc.equalization)
+        signal = signal - (thickness - level) * (strength * breast)
+    sigma = proc.equalization_mm / spacing_mm
+    low = smooth(signal * weight, sigma)
+    low /= np.maximum(smooth(weight, sigma), np.float32(1e-3))
     low_tissue = low[::step, ::step][tissue]
     reference = np.float32(np.median(low_tissue)) if tissue.any() else np.float32(1.0)
     low -= reference
     low *= breast
     signal = signal - low * np.float32(proc.equalization)
     # unsharp masking sharpens ducts and trabeculae
-    detail = signal - smooth(signal, proc.unsharp_sigma_mm / spacing_mm)
+    support = (breast > 0).astype(np.float32)  # air takes no part: no glowing skin line
+    sigma = proc.unsharp_sigma_mm / spacing_mm
+    detail = smooth(signal * support, sigma)
+    detail /= np.maximum(smooth(support, sigma), np.float32(1e-3))
+    np.subtract(signal, detail, out=detail)
+    detail *= support
+    # undershoots are soft-limited: no dark moats beside the skin line, the nipple base or a
+    # bright contrast column (vendors suppress such halos); overshoots keep their full gain
+    knee = np.float32(0.06)
+    low_side = np.minimum(detail, 0.0)
+    detail -= low_side
+    detail -= knee * np.tanh(-low_side / knee)
     signal += detail * np.float32(proc.unsharp_amount)
     sample_tissue = signal[::step, ::step][tissue] if tissue.any() else signal[::step, ::step]
     lo, hi = np.percentile(sample_tissue, [0.5, 99.5])

@@ -11,7 +11,7 @@ import numpy as np
 from . import physics
 from .imaging_config import ImagingConfig, VendorLook, sample
 from .presentation import Processing, present
-from .projection import PrimitiveMaps, ProjectedTube, project_primitives, tube_box, tube_chord
+from .projection import PrimitiveMaps, project_primitives
 from .scene import Scene
 from .tissue_maps import coarse_tissue, thickness_profile, upsample
 from .views import PATIENT_ORIENTATION, ViewGeometry, make_view_geometry
@@ -55,23 +55,53 @@ def _effective_energy(config: ImagingConfig, thickness: float, rng: np.random.Ge
     return float(lo + (hi - lo) * np.clip(frac, 0.0, 1.0))
 
 
-def _nipple(scene: Scene, geom: ViewGeometry) -> ProjectedTube:
-    """The nipple in profile: a rounded cylinder from the areola to the projected tip."""
-    r = scene.breast.nipple_radius
-    tip = geom.to_canonical_px(np.zeros(3))[0]
-    base_u = (geom.chest_wall_u + geom.body_depth) / geom.spacing_mm
+def _nipple_path(scene: Scene, geom: ViewGeometry, rng: np.random.Generator):
+    """Path length (mm) through the nipple in profile and the box it covers, or None.
+
+    The nipple is a solid of revolution: an elliptical dome at the tip, a slightly widening
+    body and a small flare where it meets the areola. Behind the skin line its path fades
+    over a few millimetres into the subareolar tissue, so the bump is continuous with the
+    skin line (no gap, no halo).
+    """
     sp = geom.spacing_mm
-    start = np.array([min(tip[0] - r / sp, base_u), tip[1]])
-    return ProjectedTube(
-        a=start,
-        b=np.array([base_u - r / sp, tip[1]]),
-        r0=r / sp,
-        r1=r / sp,
-        mm_per_px=sp,
-        inv_cos=1.0,
-        scale=1.0,
-        max_chord=2 * r,
+    r = scene.breast.nipple_radius / sp
+    tip = geom.to_canonical_px(np.zeros(3))[0]
+    base_u = (geom.chest_wall_u + geom.body_depth) / sp
+    protrusion = max(tip[0] - base_u, 1.0)
+    dome = rng.uniform(0.35, 0.8) * min(protrusion, 1.2 * r)
+    widen = rng.uniform(0.0, 0.25)
+    box = (
+        max(int(np.floor(base_u - 8.0 / sp)), 0),
+        max(int(np.floor(tip[1] - 1.7 * r - 1)), 0),
+        min(int(np.ceil(tip[0] + 2.0)), geom.cols),
+        min(int(np.ceil(tip[1] + 1.7 * r + 1)), geom.rows),
     )
+    if box[0] >= box[2] or box[1] >= box[3]:
+        return None
+    x = np.arange(box[0], box[2], dtype=np.float32)[None, :] + np.float32(0.5)
+    y = np.arange(box[1], box[3], dtype=np.float32)[:, None] + np.float32(0.5)
+    t = np.float32(tip[0]) - x
+    s = np.clip(t / np.float32(protrusion), 0.0, 1.0)
+    cap = 1.0 - np.square(1.0 - np.clip(t / np.float32(dome), 0.0, 1.0))
+    flare = np.square(np.clip((s - 0.8) / 0.2, 0.0, 1.0))
+    radius = np.float32(r) * np.sqrt(cap) * (1.0 + np.float32(widen) * s + 0.5 * flare)
+    d = y - np.float32(tip[1])
+    chord = 2.0 * np.sqrt(np.maximum(radius * radius - d * d, 0.0)) * np.float32(sp)
+    chord *= t >= 0
+    behind = np.maximum((t - np.float32(protrusion)) * np.float32(sp) - np.float32(2.0), 0.0)
+    chord *= np.exp(-behind / np.float32(1.5))
+    np.minimum(chord, np.float32(geom.thickness_mm), out=chord)
+    return box, chord.astype(np.float32)
+
+
+def _areola(geom: ViewGeometry, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Row weights (0..1) of the thickened areolar skin around the nipple, and its excess."""
+    sp = geom.spacing_mm
+    tip_v = geom.nipple_uv[1] / sp
+    radius = rng.uniform(12.0, 22.0) / sp
+    rows = np.arange(geom.rows, dtype=np.float32) + np.float32(0.5)
+    w = np.exp(-(((rows - np.float32(tip_v)) / np.float32(radius)) ** 4))
+    return w.astype(np.float32)[:, None], float(rng.uniform(0.2, 0.6))
 
 
 def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):
@@ -86,24 +116,33 @@ def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):
     mu_inner += coarse.muscle * np.float32(mu_muscle - mu_fat)
     edge = upsample(coarse.edge_mm, geom.shape)
     inner, skin = thickness_profile(edge, geom.thickness_mm, breast.skin_thickness)
+    mu_skin = np.float32(physics.attenuation("skin", energy))
+    # areola: the skin around the nipple is thicker (it shows only near the skin line)
+    areola, extra = _areola(geom, rng)
+    skin *= 1.0 + np.float32(extra) * areola
     total = upsample(mu_inner.astype(np.float32), geom.shape, cubic=True)
     total *= inner
-    total += skin * np.float32(physics.attenuation("skin", energy))
+    total += skin * mu_skin
     support = (edge > 0).view(np.uint8)
-    nipple = _nipple(scene, geom)
-    box = tube_box(nipple, geom.shape)
-    if box is not None:  # only in front of the skin line: the mound already holds its base
+    # the breast's shape alone (mean tissue, skin, nipple): the vendor's thickness estimate
+    mu_mean = np.float32(mu_fat + float(np.mean(glands[coarse.edge_mm > 0])) * (mu_gland - mu_fat))
+    # it knows the skin only roughly: the skin line stays visible, thin and moderate
+    shape = inner * mu_mean
+    shape += skin * np.float32(0.5 * (mu_mean + mu_skin))
+    nipple = _nipple_path(scene, geom, rng)
+    if nipple is not None:  # the path is at least the nipple's: a bump continuous with the skin
+        box, chord = nipple
         region = (slice(box[1], box[3]), slice(box[0], box[2]))
-        chord = tube_chord(nipple, box)
-        chord *= support[region] == 0
-        total[region] += chord * np.float32(1.3 * physics.attenuation("skin", energy))
+        np.maximum(shape[region], chord * mu_mean, out=shape[region])
+        chord *= np.float32(1.05) * mu_skin
+        np.maximum(total[region], chord, out=total[region])
         support[region] |= (chord > 0).view(np.uint8)
     contrast = scene.contrast_mg_per_ml
     total += prims.iodine * np.float32(physics.excess_attenuation("iodine", energy, contrast))
     for material, thickness in prims.materials.items():
         total += thickness * np.float32(physics.excess_attenuation(material, energy, contrast))
     np.maximum(total, 0.0, out=total)
-    return total, support, tissue_params
+    return total, support, tissue_params, shape
 
 
 def _objects(scene: Scene, geom: ViewGeometry, prims: PrimitiveMaps, instances: np.ndarray):
@@ -168,7 +207,9 @@ def render_view(
     energy = _effective_energy(config, geom.thickness_mm, rng)
     contrast_scale = sample(rng, config.contrast_scale)
     prims = project_primitives(scene, geom, contrast_scale)
-    line_integral, support, tissue_params = _line_integral(scene, geom, config, rng, energy, prims)
+    line_integral, support, tissue_params, shape = _line_integral(
+        scene, geom, config, rng, energy, prims
+    )
 
     # exposure under automatic exposure control: a target fluence behind the breast
     pixel_area = geom.spacing_mm**2 * magnification**2
@@ -190,7 +231,7 @@ def render_view(
     lo, hi = config.bits_stored
     bits = int(rng.integers(int(lo), int(hi) + 1))
     pixels, centre, width = present(
-        log_signal, support, prims.duct_mask, geom.spacing_mm, proc, bits
+        log_signal, support, prims.duct_mask, geom.spacing_mm, proc, bits, shape
     )
     monochrome1 = bool(rng.random() < config.monochrome1_probability)
     if monochrome1:
