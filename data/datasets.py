@@ -1,0 +1,265 @@
+"""Datasets yielding the canonical sample dict (docs/training-design.md) for training.
+
+* `DatalistDataset`: images and label files of a datalist, read and brought to canonical
+  space once (the expensive part: decoding a 10 MP DICOM and resampling it), cached on disk
+  by MONAI's `PersistentDataset` or in memory by `CacheDataset`; the random training
+  transform runs after the cache, on every access.
+* `simulated_dataset`: the on-the-fly simulator as an endless source, new breasts each epoch.
+
+Missing labels, recorded in ``meta`` so losses can tell "absent" from "not drawn":
+no instance mask -> each box gets a filled ellipse (``meta["instances_from_boxes"]``), so the
+lesion channel exists; no duct mask -> an all-zero duct and ``meta["has_duct"] = False``
+(the segmentation transform turns it into ``channel_mask[0] = 0``); no centerline -> the
+skeleton of the duct mask; no truth file -> ``nipple`` is NaN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, PersistentDataset
+from monai.data import Dataset as MonaiDataset
+from monai.transforms import Transform
+from skimage.morphology import skeletonize
+from torch.utils.data import Dataset
+
+from ductai import __version__
+from ductai.data.canonical import to_canonical
+from ductai.data.datalist import DatalistEntry, load_datalist
+from ductai.data.dicom_reader import read_galactogram
+from ductai.data.errors import ImageReadError
+from ductai.data.image_files import IMAGE_SUFFIXES, read_image_file
+from ductai.data.instances import paint_missing_instances
+from ductai.data.label_masks import read_mask
+from ductai.data.labels import CLASSES, MIMICS
+
+__all__ = [
+    "DatalistDataset",
+    "LoadCanonicald",
+    "SimulatedEpochs",
+    "datalist_dataset",
+    "simulated_dataset",
+]
+
+# Bump when LoadCanonicald's output changes: old cache files are then never read again.
+CACHE_FORMAT = 1
+
+
+class LoadCanonicald(Transform):
+    """Datalist item -> canonical sample dict (numpy). Deterministic, so MONAI caches it."""
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        entry = DatalistEntry.model_validate(item["entry"])
+        spacing_mm = float(item["spacing_mm"])
+        image = _read_image(entry, item.get("pixel_spacing"))
+        pixels, geometry = to_canonical(image, spacing_mm)
+        shape = pixels.shape
+        original = (image.rows, image.columns)
+
+        def mask(field: str) -> np.ndarray | None:
+            path = getattr(entry, field)
+            if not path:
+                return None
+            values = read_mask(path)
+            if values.shape != original:
+                raise ImageReadError(
+                    path, f"{field} mask is {values.shape}, the image {entry.image} is {original}"
+                )
+            return geometry.image_to_canonical(values, "nearest")
+
+        boxes = geometry.boxes_to_canonical(np.asarray(entry.boxes).reshape(-1, 4))
+        duct = mask("duct")
+        centerline = mask("centerline")
+        instances, drawn = paint_missing_instances(mask("instances"), boxes, shape)
+        if centerline is None and duct is not None:
+            centerline = skeletonize(duct > 0)
+        nipple, truth = np.full(2, np.nan, dtype=np.float32), _truth(entry)
+        if "nipple_px" in truth:
+            nipple = geometry.points_to_canonical(np.asarray(truth["nipple_px"]))[0]
+        meta = {
+            "image": entry.image,
+            "patient_id": entry.patient_id,
+            "laterality": image.laterality if entry.laterality == "unknown" else entry.laterality,
+            "view": image.view if entry.view == "unknown" else entry.view,
+            "geometry": geometry.to_dict(),
+            "has_duct": duct is not None,
+            "has_centerline": entry.centerline is not None,
+            "instances_from_boxes": bool(drawn.any()),
+            "warnings": list(image.warnings),
+        }
+        empty = np.zeros(shape, dtype=np.uint8)
+        return {
+            "image": pixels[None],
+            "duct": (empty if duct is None else (duct > 0).astype(np.uint8))[None],
+            "centerline": (empty if centerline is None else (centerline > 0).astype(np.uint8))[
+                None
+            ],
+            "instances": instances[None],
+            "boxes": boxes.astype(np.float32),
+            "labels": np.array([CLASSES.index(n) for n in entry.labels], dtype=np.int64),
+            "is_mimic": np.array([n in MIMICS for n in entry.labels], dtype=bool),
+            "nipple": np.asarray(nipple, dtype=np.float32),
+            "meta": meta,
+        }
+
+
+def _read_image(entry: DatalistEntry, default_spacing):
+    path = Path(entry.image)
+    spacing = getattr(entry, "pixel_spacing", None) or default_spacing
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return read_image_file(path, spacing, entry.laterality, entry.view)
+    return read_galactogram(path, spacing)
+
+
+def _truth(entry: DatalistEntry) -> dict[str, Any]:
+    return json.loads(Path(entry.truth).read_text()) if entry.truth else {}
+
+
+def _cache_key(entry: DatalistEntry, spacing_mm: float, pixel_spacing) -> str:
+    """What the cached sample depends on: files (path, size, mtime), labels, spacing, code.
+
+    File stats rather than content hashes: hashing every 20 MB DICOM at each start would
+    cost as much as the decoding the cache saves; an edited file changes size or mtime.
+    """
+    files = {}
+    for field, path in entry.paths().items():
+        stat = Path(path).stat()
+        files[field] = [path, stat.st_size, stat.st_mtime_ns]
+    key = {
+        "ductai": __version__,
+        "format": CACHE_FORMAT,
+        "spacing_mm": spacing_mm,
+        "pixel_spacing": pixel_spacing,
+        "files": files,
+        "entry": entry.model_dump(mode="json"),
+    }
+    return json.dumps(key, sort_keys=True)
+
+
+def _hash_item(item: dict[str, Any]) -> bytes:
+    return hashlib.sha256(item["key"].encode()).hexdigest().encode()
+
+
+class DatalistDataset(Dataset):
+    """Canonical samples of datalist entries; ``transform`` (random) runs after the cache.
+
+    ``cache_dir``: a persistent cache (one ``.pt`` file per image, MONAI `PersistentDataset`),
+    valid across runs and shared by DataLoader workers; keyed by the files' paths, sizes and
+    modification times, the labels, the spacing and the ductai version. ``in_memory``: load
+    every image once now (MONAI `CacheDataset`, ``cache_workers`` threads); for small sets.
+    ``pixel_spacing``: mm for files that carry none (PNG/TIFF, or a DICOM without it); an
+    entry's own ``pixel_spacing`` key wins.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[DatalistEntry],
+        spacing_mm: float,
+        cache_dir: str | Path | None = None,
+        transform: Callable | None = None,
+        in_memory: bool = False,
+        pixel_spacing: float | None = None,
+        cache_workers: int = 1,
+    ) -> None:
+        if cache_dir is not None and in_memory:
+            raise ValueError("choose one cache: cache_dir (disk) or in_memory")
+        self.entries = list(entries)
+        self.spacing_mm = float(spacing_mm)
+        self.transform = transform
+        items = [
+            {
+                "entry": e.model_dump(mode="json"),
+                "spacing_mm": self.spacing_mm,
+                "pixel_spacing": pixel_spacing,
+                "key": _cache_key(e, self.spacing_mm, pixel_spacing),
+            }
+            for e in self.entries
+        ]
+        loader = LoadCanonicald()
+        if cache_dir is not None:
+            self.cache_dir: Path | None = Path(cache_dir)
+            self.source: Dataset = PersistentDataset(
+                items, loader, cache_dir=self.cache_dir, hash_func=_hash_item
+            )
+        elif in_memory:
+            self.cache_dir = None
+            self.source = CacheDataset(
+                items, loader, num_workers=cache_workers, progress=False, copy_cache=False
+            )
+        else:
+            self.cache_dir = None
+            self.source = MonaiDataset(items, loader)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = _as_numpy(self.source[index])
+        return self.transform(sample) if self.transform is not None else sample
+
+
+def _as_numpy(sample: dict[str, Any]) -> dict[str, Any]:
+    """The persistent cache stores tensors; give every source the same (numpy) format."""
+    return {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in sample.items()}
+
+
+def datalist_dataset(
+    path: str | Path, split: str, spacing_mm: float, **kwargs: Any
+) -> DatalistDataset:
+    """`DatalistDataset` of one split ("training", "validation", "test") of a datalist file."""
+    splits = load_datalist(path)
+    if split not in splits:
+        raise ValueError(f"split must be one of {sorted(splits)}, not {split!r}")
+    return DatalistDataset(splits[split], spacing_mm, **kwargs)
+
+
+class SimulatedEpochs(Dataset):
+    """``length`` simulated views per epoch; `set_epoch` moves on to breasts never seen before.
+
+    Item i of epoch e is view ``e * length + i`` of the simulator's endless stream, so every
+    epoch is new and any (seed, epoch, index) is reproducible. Call ``set_epoch`` before each
+    epoch's iterator is created; with ``persistent_workers=True`` workers keep the epoch they
+    were started with, so leave persistent workers off for this source.
+    """
+
+    def __init__(self, simulator, length: int, transform: Callable | None = None) -> None:
+        if length < 1:
+            raise ValueError(f"length must be at least 1, got {length}")
+        self.simulator = simulator
+        self.length = int(length)
+        self.transform = transform
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items")
+        sample = self.simulator[self.epoch * self.length + int(index)]
+        sample["meta"]["epoch"] = self.epoch
+        return self.transform(sample) if self.transform is not None else sample
+
+
+def simulated_dataset(
+    steps_per_epoch: int,
+    batch_size: int,
+    config: Any = "default",
+    spacing_mm: float = 0.3,
+    seed: int = 0,
+    transform: Callable | None = None,
+) -> SimulatedEpochs:
+    """The simulator as a training source: ``steps_per_epoch * batch_size`` views per epoch."""
+    from ductai.simulation.dataset import SimulatedGalactograms
+
+    simulator = SimulatedGalactograms(config, spacing_mm=spacing_mm, length=2**62, seed=seed)
+    return SimulatedEpochs(simulator, steps_per_epoch * batch_size, transform)
