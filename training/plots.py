@@ -22,10 +22,10 @@ from ductai.data.labels import CLASSES, FINDINGS
 TRUTH, PRED, MIMIC = "#2ca02c", "#ff7f0e", "#1f77b4"
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -41,18 +41,24 @@ def plot_froc(curves: Mapping[str, Any], path: str | Path) -> Path:
     fig = Figure(figsize=(5, 4))
     ax = fig.add_subplot()
     fps, sens = _np(froc["fps_per_image"]), _np(froc["sensitivity"])
-    keep = fps > 0  # a log axis cannot show the strictest thresholds at 0 FP
-    ax.step(fps[keep], sens[keep], where="post", color=PRED, label="FROC")
+    # Draw what the metrics report: the best sensitivity at an FP rate <= x, from the left
+    # edge of the log axis (where 0 FP cannot be shown) to the right edge.
+    lo, hi = 1 / 16, 16
+    xs = np.concatenate([[lo], np.unique(fps[(fps > lo) & (fps < hi)]), [hi]])
+    ys = [np.nanmax(sens[fps <= x], initial=0.0) for x in xs]
+    ax.step(xs, ys, where="post", color=PRED, label="FROC")
     rates, at = _np(froc.get("rates", [])), _np(froc.get("sens_at_rates", []))
     if len(rates):
         ax.plot(rates, at, "o", color="k", label=f"CPM {np.nanmean(at):.3f}")
     ax.set_xscale("log", base=2)
-    ax.set_xlim(1 / 16, 16)
+    ax.set_xlim(lo, hi)
+    ticks = [0.125, 0.25, 0.5, 1, 2, 4, 8]
+    ax.set_xticks(ticks, ["1/8", "1/4", "1/2", "1", "2", "4", "8"])
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("false positives per image")
     ax.set_ylabel("lesion sensitivity")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     return _save(fig, path)
 
 
@@ -117,7 +123,7 @@ def overlay_grid(
     n = min(len(images), max_items)
     cols = min(4, max(n, 1))
     rows = max(math.ceil(n / cols), 1)
-    fig = Figure(figsize=(4 * cols, 4 * rows))
+    fig = Figure(figsize=(5 * cols, 5 * rows))
     for i in range(n):
         ax = fig.add_subplot(rows, cols, i + 1)
         img = _np(images[i]).squeeze()
@@ -126,22 +132,25 @@ def overlay_grid(
         _draw_boxes(ax, targets[i], classes, truth=True)
         _draw_boxes(ax, preds[i], classes, truth=False, score_threshold=score_threshold)
         ax.set_axis_off()
-    fig.suptitle("truth: green (mimics blue, dashed)   prediction: orange / red", fontsize="small")
-    return _save(fig, path)
+    fig.suptitle(
+        "truth: green (mimics blue, dashed)   prediction: orange (mimic classes red, dotted)",
+        fontsize="small",
+    )
+    return _save(fig, path, dpi=150)
 
 
 def _draw_seg(ax: Any, pred: Any, truth: Any) -> None:
+    if truth is not None:  # truth first and wider, so the prediction stays visible on top
+        truth = _np(truth)
+        if truth[0].max() > 0:
+            ax.contour(truth[0], levels=[0.5], colors=TRUTH, linewidths=1.5)
     if pred is not None:
         pred = _np(pred)
         if pred.shape[0] > 1:
             heat = np.ma.masked_less(pred[1], 0.05)  # transparent where there is no lesion
             ax.imshow(heat, cmap="hot", alpha=0.5, vmin=0, vmax=1)
         if pred[0].max() >= 0.5:
-            ax.contour(pred[0], levels=[0.5], colors=PRED, linewidths=0.8)
-    if truth is not None:
-        truth = _np(truth)
-        if truth[0].max() > 0:
-            ax.contour(truth[0], levels=[0.5], colors=TRUTH, linewidths=0.8)
+            ax.contour(pred[0], levels=[0.5], colors=PRED, linewidths=0.6)
 
 
 def _draw_boxes(
