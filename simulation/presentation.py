@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .imaging_config import VendorLook, sample
@@ -38,6 +39,26 @@ class Processing:
             background_level=sample(rng, look.background_level),
             window_scale=sample(rng, look.window_scale),
         )
+
+
+def masked_smooth(image: np.ndarray, weight: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian low-pass of ``image`` over the pixels where ``weight`` > 0 (normalised
+    convolution), on a decimated grid for wide kernels; float32, zero where no weight."""
+    num = image * weight
+    factor = int(sigma_px // 2) if sigma_px > 4.0 else 1
+    rows, cols = image.shape
+    if factor > 1:
+        size = (max(cols // factor, 1), max(rows // factor, 1))
+        num = cv2.resize(num, size, interpolation=cv2.INTER_AREA)
+        den = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+    else:
+        den = weight
+    num = smooth(num, sigma_px / factor)
+    den = smooth(den, sigma_px / factor)
+    num /= np.maximum(den, np.float32(1e-3))
+    if factor > 1:
+        num = cv2.resize(num, (cols, rows), interpolation=cv2.INTER_LINEAR)
+    return num
 
 
 def tone_curve(x: np.ndarray, tone: str, slope: float) -> np.ndarray:
@@ -90,9 +111,7 @@ def present(
         level = np.float32(np.median(thick)) if thick.size else np.float32(0.0)
         strength = np.float32(0.85 + 0.15 * proc.equalization)
         signal = signal - (thickness - level) * (strength * breast)
-    sigma = proc.equalization_mm / spacing_mm
-    low = smooth(signal * weight, sigma)
-    low /= np.maximum(smooth(weight, sigma), np.float32(1e-3))
+    low = masked_smooth(signal, weight, proc.equalization_mm / spacing_mm)
     low_tissue = low[::step, ::step][tissue]
     reference = np.float32(np.median(low_tissue)) if tissue.any() else np.float32(1.0)
     low -= reference
@@ -100,9 +119,7 @@ def present(
     signal = signal - low * np.float32(proc.equalization)
     # unsharp masking sharpens ducts and trabeculae
     support = (breast > 0).astype(np.float32)  # air takes no part: no glowing skin line
-    sigma = proc.unsharp_sigma_mm / spacing_mm
-    detail = smooth(signal * support, sigma)
-    detail /= np.maximum(smooth(support, sigma), np.float32(1e-3))
+    detail = masked_smooth(signal, support, proc.unsharp_sigma_mm / spacing_mm)
     np.subtract(signal, detail, out=detail)
     detail *= support
     # undershoots are soft-limited: no dark moats beside the skin line, the nipple base or a
@@ -110,7 +127,8 @@ def present(
     knee = np.float32(0.06)
     low_side = np.minimum(detail, 0.0)
     detail -= low_side
-    detail -= knee * np.tanh(-low_side / knee)
+    low_side *= knee / (knee - low_side)  # soft limit: -knee at most
+    detail += low_side
     signal += detail * np.float32(proc.unsharp_amount)
     sample_tissue = signal[::step, ::step][tissue] if tissue.any() else signal[::step, ::step]
     lo, hi = np.percentile(sample_tissue, [0.5, 99.5])

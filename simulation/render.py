@@ -68,7 +68,7 @@ def _nipple_path(scene: Scene, geom: ViewGeometry, rng: np.random.Generator):
     tip = geom.to_canonical_px(np.zeros(3))[0]
     base_u = (geom.chest_wall_u + geom.body_depth) / sp
     protrusion = max(tip[0] - base_u, 1.0)
-    dome = rng.uniform(0.35, 0.8) * min(protrusion, 1.2 * r)
+    dome = rng.uniform(0.5, 1.0) * min(protrusion, 1.2 * r)
     widen = rng.uniform(0.0, 0.25)
     box = (
         max(int(np.floor(base_u - 8.0 / sp)), 0),
@@ -101,7 +101,7 @@ def _areola(geom: ViewGeometry, rng: np.random.Generator) -> tuple[np.ndarray, f
     radius = rng.uniform(12.0, 22.0) / sp
     rows = np.arange(geom.rows, dtype=np.float32) + np.float32(0.5)
     w = np.exp(-(((rows - np.float32(tip_v)) / np.float32(radius)) ** 4))
-    return w.astype(np.float32)[:, None], float(rng.uniform(0.2, 0.6))
+    return w.astype(np.float32)[:, None], float(rng.uniform(0.1, 0.4))
 
 
 def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):

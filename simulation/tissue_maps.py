@@ -90,28 +90,52 @@ def glandular_fraction(
     v: np.ndarray,
     edge: np.ndarray,
 ) -> tuple[np.ndarray, float]:
-    """Fibroglandular fraction per coarse pixel: a central cone behind the nipple, textured."""
+    """Fibroglandular fraction per coarse pixel.
+
+    A central cone behind the nipple, biased towards the upper-outer quadrant, broken into
+    scalloped islands by fat lobules; a subcutaneous (and retromammary) fat layer of random
+    thickness; thin Cooper's ligaments running through the fat towards the skin. Tissue
+    structures are mildly elongated along rays from the nipple (ducts and stroma converge
+    on it) without turning into a starburst.
+    """
     nipple_u = geom.nipple_uv[0]
     depth = (nipple_u - u) / max(nipple_u - geom.chest_wall_u, 1.0)  # 0 nipple .. 1 chest wall
     lateral = (v - geom.centre_v) / np.float32(geom.half_height_down)
+    # upper-outer bias: rows run medial (CC) or down (MLO), so both put it at negative v
+    shift = rng.uniform(0.0, 0.25)
     width = 0.35 + 0.45 * np.clip(depth, 0.0, 1.0)
-    profile = np.exp(-(((depth - 0.42) / 0.38) ** 2) - (lateral / width) ** 2)
+    spread = rng.uniform(0.3, 0.45)
+    profile = np.exp(-(((depth - 0.42) / spread) ** 2) - ((lateral + shift) / width) ** 2)
     beta = triangular(rng, config.texture_beta, config.texture_beta_mode)
-    # tissue flows towards the nipple: sample the noise in polar coordinates around it
+    # tissue flows towards the nipple: part of the noise is sampled in polar coordinates
     polar = _polar_coords(u, v, nipple_u, geom.centre_v)
-    texture = _warped(power_law_noise(rng, edge.shape, beta, stretch=2.5), polar)
-    clouds = _warped(power_law_noise(rng, edge.shape, 3.2, stretch=2.0), polar)
-    ridges = np.abs(_warped(power_law_noise(rng, edge.shape, 2.6, stretch=3.0), polar))
-    ligaments = np.clip(1.0 - ridges, 0.0, 1.0) ** 10  # thin lines where the noise crosses 0
-    field = 1.6 * profile + 0.6 * clouds + 0.45 * texture
-    # subcutaneous and retromammary fat: no glands right under the skin
-    field -= 1.5 * np.exp(-np.maximum(edge, 0.0) / 6.0)
+    texture = _warped(power_law_noise(rng, edge.shape, beta, stretch=1.6), polar)
+    clouds = 0.6 * _warped(power_law_noise(rng, edge.shape, 3.2, stretch=1.4), polar)
+    clouds += 0.8 * power_law_noise(rng, edge.shape, 3.2)
+    lobules = power_law_noise(rng, edge.shape, 2.8)  # fat lobules: scalloped margins
+    field = 1.6 * profile + 0.6 * clouds + 0.3 * texture + 0.2 * lobules
+    # subcutaneous and retromammary fat: no glands right under the skin or on the muscle
+    fat_mm = rng.uniform(4.0, 14.0) * (1.3 - breast.glandular_fraction)
+    field -= 2.0 * np.exp(-np.maximum(edge, 0.0) / fat_mm)
+    behind = np.maximum(u - np.float32(max(geom.chest_wall_u, 0.0)), 0.0)
+    field -= 0.8 * np.exp(-behind / rng.uniform(3.0, 8.0))
     inside = edge > 0
     density = float(np.clip(breast.glandular_fraction, 0.02, 0.9))
     threshold = np.quantile(field[inside], 1.0 - density) if inside.any() else 0.0
-    steep = 1.3 * sample(rng, config.texture_contrast)
+    steep = 1.6 * sample(rng, config.texture_contrast)
     frac = 1.0 / (1.0 + np.exp(-steep * (field - threshold)))
-    frac = np.clip(frac + sample(rng, config.ligament_strength) * ligaments, 0.0, 1.0)
+    # Cooper's ligaments: thin, gently curved strands through the fat towards the skin. They
+    # are level lines of a phase that grows steadily across the rays from the nipple plus a
+    # smooth wobble, so they never close into loops ("worms"), as level lines of plain
+    # noise do; they show in the fat, fade where the glands are and vanish near the nipple
+    pitch = rng.uniform(8.0, 18.0) / COARSE_MM  # strand spacing along the arc, coarse px
+    wobble = _warped(power_law_noise(rng, edge.shape, 3.5, stretch=3.0), polar)
+    phase = polar[0] / np.float32(pitch) + np.float32(0.35) * wobble
+    gap = np.abs(phase - np.round(phase)) * np.float32(pitch * COARSE_MM)  # mm to a strand
+    strands = np.exp(-np.square(gap / np.float32(rng.uniform(0.25, 0.45))))
+    strands *= np.clip(0.8 * power_law_noise(rng, edge.shape, 3.0), 0.0, 1.0)  # broken, patchy
+    where = (1.0 - frac) * np.clip(depth * 3.0, 0.0, 1.0)
+    frac = np.clip(frac + sample(rng, config.ligament_strength) * strands * where, 0.0, 1.0)
     return frac.astype(np.float32), beta
 
 
@@ -146,15 +170,22 @@ def pectoral_fraction(
         )
         width += max(geom.chest_wall_u, 0.0)
         length = sample(rng, config.pectoral_height_fraction) * height
-        bow = rng.uniform(0.8, 1.4)  # convex or concave anterior margin
-        inside = 1.0 - (u / width + (np.clip(v, 0, None) / length) ** bow)  # > 0 in the muscle
-        muscle = np.clip(inside * (width / 6.0), 0.0, 1.0) * rng.uniform(0.6, 0.9)
+        # a smooth band along the upper chest-wall edge whose anterior margin bulges
+        # (convex, sometimes nearly straight); the muscle thickens towards the chest wall
+        bulge = rng.uniform(0.2, 1.0)  # 0: straight margin; larger: more convex
+        t = np.clip(np.clip(v, 0, None) / np.float32(length), 0.0, 1.0)
+        margin = np.float32(width) * (1.0 - t) * (1.0 + np.float32(bulge) * t)
+        gap = margin - u  # mm in front of the anterior margin (> 0 in the muscle)
+        ramp = rng.uniform(4.0, 10.0)
+        muscle = np.clip(gap / np.float32(ramp), 0.0, 1.0) ** 0.7
+        muscle *= 0.75 + 0.25 * np.clip(gap / np.float32(max(width, 1.0)), 0.0, 1.0)
+        muscle *= rng.uniform(0.6, 0.9)
     elif geom.view == "CC" and rng.random() < config.pectoral_on_cc_probability:
         width = rng.uniform(3.0, 12.0) + max(geom.chest_wall_u, 0.0)
         half = rng.uniform(0.2, 0.5) * geom.half_height_down
         centre = geom.centre_v + rng.uniform(-0.3, 0.3) * geom.half_height_down
         inside = 1.0 - np.sqrt((u / width) ** 2 + ((v - centre) / half) ** 2)
-        muscle = np.clip(inside * 4.0, 0.0, 1.0) * rng.uniform(0.4, 0.8)
+        muscle = np.clip(inside * 1.5, 0.0, 1.0) ** 0.8 * rng.uniform(0.3, 0.6)
     return muscle.astype(np.float32)
 
 
