@@ -72,9 +72,9 @@ def _nipple_path(scene: Scene, geom: ViewGeometry, rng: np.random.Generator):
     widen = rng.uniform(0.0, 0.25)
     box = (
         max(int(np.floor(base_u - 8.0 / sp)), 0),
-        max(int(np.floor(tip[1] - 1.7 * r - 1)), 0),
+        max(int(np.floor(tip[1] - 1.5 * r - 1)), 0),
         min(int(np.ceil(tip[0] + 2.0)), geom.cols),
-        min(int(np.ceil(tip[1] + 1.7 * r + 1)), geom.rows),
+        min(int(np.ceil(tip[1] + 1.5 * r + 1)), geom.rows),
     )
     if box[0] >= box[2] or box[1] >= box[3]:
         return None
@@ -84,11 +84,11 @@ def _nipple_path(scene: Scene, geom: ViewGeometry, rng: np.random.Generator):
     s = np.clip(t / np.float32(protrusion), 0.0, 1.0)
     cap = 1.0 - np.square(1.0 - np.clip(t / np.float32(dome), 0.0, 1.0))
     flare = np.square(np.clip((s - 0.8) / 0.2, 0.0, 1.0))
-    radius = np.float32(r) * np.sqrt(cap) * (1.0 + np.float32(widen) * s + 0.5 * flare)
+    radius = np.float32(r) * np.sqrt(cap) * (1.0 + np.float32(widen) * s + 0.2 * flare)
     d = y - np.float32(tip[1])
     chord = 2.0 * np.sqrt(np.maximum(radius * radius - d * d, 0.0)) * np.float32(sp)
     chord *= t >= 0
-    behind = np.maximum((t - np.float32(protrusion)) * np.float32(sp) - np.float32(2.0), 0.0)
+    behind = np.maximum((t - np.float32(protrusion)) * np.float32(sp) - np.float32(1.0), 0.0)
     chord *= np.exp(-behind / np.float32(1.5))
     np.minimum(chord, np.float32(geom.thickness_mm), out=chord)
     return box, chord.astype(np.float32)
