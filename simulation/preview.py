@@ -21,8 +21,11 @@ DUCT_COLOR = (0, 220, 220)
 NIPPLE_COLOR = (0, 255, 0)
 
 
-def render_preview(rendered, truth: dict, max_height: int = 900) -> Image.Image:
-    """RGB picture at most ``max_height`` tall: duct outline, boxes with class names, nipple."""
+def render_preview(rendered, truth: dict | None, max_height: int = 900) -> Image.Image:
+    """RGB picture at most ``max_height`` tall: duct outline, boxes with class names, nipple.
+
+    With ``truth=None`` the plain image, as a reader would see it.
+    """
     display = normalize_intensity(
         rendered.pixels,
         {
@@ -36,12 +39,18 @@ def render_preview(rendered, truth: dict, max_height: int = 900) -> Image.Image:
     size = (max(1, round(display.shape[1] * scale)), max(1, round(display.shape[0] * scale)))
     grey = (cv2.resize(display, size, interpolation=cv2.INTER_AREA) * 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=2)
+    font = ImageFont.load_default(size=max(10, round(14 * max_height / 900)))
+    if truth is None:
+        picture = Image.fromarray(rgb)
+        ImageDraw.Draw(picture).text(
+            (6, 4), f"{rendered.laterality}{rendered.view}", fill=(255, 255, 255), font=font
+        )
+        return picture
     duct = cv2.resize(rendered.duct_mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(duct, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(rgb, contours, -1, DUCT_COLOR, 1)
     picture = Image.fromarray(rgb)
     draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=max(10, round(14 * max_height / 900)))
     for obj in truth["objects"]:
         x0, y0, x1, y1 = (v * scale for v in obj["bbox_px"])
         color = CLASS_COLORS.get(obj["label"], (255, 255, 255))

@@ -2,8 +2,8 @@
 
     .venv/bin/python docs/figures/make_figures.py
 
-simulated_pair.png: one breast, CC and ML/MLO, ground truth drawn in (README).
-simulated_grid.png: the realism check, CC/ML pairs from both presets.
+simulated_pair.png: one breast, CC and ML/MLO as read, then with the ground truth drawn in.
+simulated_grid.png: the realism check, plain CC/ML pairs from both presets.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ HERE = Path(__file__).resolve().parent
 SEED = 2026
 
 
-def pair_picture(preset: str, index: int, height: int) -> Image.Image:
+def pair_picture(preset: str, index: int, height: int, with_truth: bool) -> Image.Image:
     config = load_simulation_config(preset)
     views = simulate_breast(config, SEED, index)
-    pictures = [render_preview(v.rendered, v.truth_dict(), max_height=height) for v in views]
+    pictures = [render_preview(v.rendered, None, max_height=height) for v in views]
+    if with_truth:
+        pictures += [render_preview(v.rendered, v.truth_dict(), max_height=height) for v in views]
     width = sum(p.width for p in pictures) + 4 * (len(pictures) - 1)
     pair = Image.new("RGB", (width, height))
     x = 0
@@ -56,8 +58,12 @@ def grid(pairs: list[Image.Image], columns: int) -> Image.Image:
 
 
 def main() -> None:
-    pair_picture("default", 3, 420).save(HERE / "simulated_pair.png", optimize=True)
-    pairs = [pair_picture(p, i, 360) for p in ("default", "hard") for i in range(3)]
+    pair_picture("default", 3, 360, with_truth=True).save(
+        HERE / "simulated_pair.png", optimize=True
+    )
+    pairs = [
+        pair_picture(p, i, 360, with_truth=False) for p in ("default", "hard") for i in range(3)
+    ]
     grid(pairs, columns=3).save(HERE / "simulated_grid.png", optimize=True)
 
 
