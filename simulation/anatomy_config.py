@@ -86,30 +86,34 @@ class DuctConfig(_Section):
     ectatic_sinus_probability: Probability = 0.1
     ectatic_sinus_radius_mm: Range = [2.2, 3.5]
     main_radius_mm: Range = [0.5, 1.0]  # main duct 1-2 mm diameter
+    dilated_probability: Probability = 0.35  # mildly dilated (not ectatic) main duct
+    dilated_main_radius_mm: Range = [0.8, 1.0]  # its radius: still <= 2 mm diameter
     first_branch_mm: Range = [5.0, 20.0]  # from the nipple base (end of the channel)
     max_generation: int = Field(7, ge=1, le=10)
     stop_probability: Probability = 0.06  # a path stops early, per branch of generation >= 3
     child_radius_ratio: Range = [0.65, 0.99]  # of the parent's END radius
     min_radius_difference: float = Field(0.04, ge=0.0, le=0.3)  # the two children differ
-    taper: Range = [0.8, 0.97]  # end / start radius within one branch
-    min_radius_mm: float = Field(0.08, gt=0.0)  # terminal ducts ~0.2 mm diameter
-    first_length_fraction: Range = [0.3, 0.5]  # generation 1 length / lobe reach
-    child_length_ratio: Range = [0.5, 0.85]  # child / parent length
-    min_branch_length_mm: float = Field(2.5, gt=0.0)
+    # end / start radius within one branch: gentle, the calibre drops at the bifurcations
+    taper: Range = [0.92, 1.0]
+    min_radius_mm: float = Field(0.09, gt=0.0)  # terminal ducts ~0.2 mm diameter
+    terminal_taper: Range = [0.5, 0.8]  # end / start radius of a terminal duct
+    first_length_fraction: Range = [0.2, 0.35]  # generation 1 length / lobe reach
+    child_length_ratio: Range = [0.6, 0.9]  # child / parent length
+    min_branch_length_mm: float = Field(3.0, gt=0.0)
     branch_angle_deg: Range = [20.0, 70.0]  # between the two children
     segment_length_mm: Range = [2.0, 4.0]  # polyline spacing
     bend_deg: Range = [4.0, 14.0]  # random bending per polyline segment
     steer: Range = [0.15, 0.35]  # pull per segment towards the branch's territory
-    lobe_half_angle_deg: Range = [22.0, 38.0]
-    lobe_reach_fraction: Range = [0.65, 0.95]  # of the nipple-to-chest-wall distance
+    lobe_half_angle_deg: Range = [25.0, 45.0]  # a lobe: a quarter to half of the breast
+    lobe_reach_fraction: Range = [0.7, 0.95]  # of the nipple-to-chest-wall distance
     attractors: int = Field(500, ge=16)  # space-colonisation points sampled in the lobe
     kill_distance_mm: float = Field(3.0, ge=0.0)  # territory points a branch occupies
     margin_mm: float = Field(2.0, ge=0.0)  # ducts stay this far under the skin
     chest_wall_margin_mm: float = Field(5.0, ge=0.0)
     lobule_probability: Probability = 0.85  # a terminal end shows a lobular (acinar) cluster
     lobule_blobs: Range = [2, 5]
-    lobule_radius_mm: Range = [0.3, 1.0]
-    lobule_concentration: Range = [0.35, 0.8]
+    lobule_radius_mm: Range = [0.15, 0.5]  # acini 0.3-1 mm across
+    lobule_concentration: Range = [0.3, 0.7]
 
 
 class FillConfig(_Section):
@@ -165,7 +169,7 @@ class IrregularityConfig(_Section):
 
 
 class EctasiaConfig(_Section):
-    diameter_mm: Range = [2.0, 5.0]
+    diameter_mm: Range = [2.5, 5.0]  # over the 2 mm top of a normal (even mildly dilated) main duct
     length_mm: Range = [10.0, 40.0]
     max_generation: int = Field(2, ge=0)
 

@@ -220,7 +220,9 @@ def _root(breast: Breast, orifice: np.ndarray, axis_hint, cfg: DuctConfig, rng) 
     ectatic = rng.random() < cfg.ectatic_sinus_probability
     r_sinus = uniform(rng, cfg.ectatic_sinus_radius_mm if ectatic else cfg.sinus_radius_mm)
     l_sinus = uniform(rng, cfg.sinus_length_mm)
-    r_main = min(uniform(rng, cfg.main_radius_mm), r_sinus * 0.8)
+    dilated = rng.random() < cfg.dilated_probability  # mild dilatation, common with discharge
+    r_main = uniform(rng, cfg.dilated_main_radius_mm if dilated else cfg.main_radius_mm)
+    r_main = min(r_main, r_sinus * 0.8)
     l_main = max(uniform(rng, cfg.first_branch_mm) - l_sinus, 2.0)
 
     # The channel runs from the off-centre orifice back towards the nipple axis.
@@ -366,7 +368,18 @@ def grow_duct_tree(
             stop = gen >= 3 and rng.random() < cfg.stop_probability
             if gen < cfg.max_generation and not stop and len(pts) > 2:
                 queue.append((idx, gen + 1, arcs[-1], terr))
+    _narrow_terminal_ducts(tree, cfg, rng)
     return tree
+
+
+def _narrow_terminal_ducts(tree: DuctTree, cfg: DuctConfig, rng: np.random.Generator) -> None:
+    """Terminal ducts narrow towards their lobule, mostly over their distal part."""
+    for b in tree.branches:
+        if b.children or b.generation < 1:
+            continue
+        u = arc_lengths(b.points) / max(branch_length(b), 1e-6)
+        factor = 1.0 - (1.0 - uniform(rng, cfg.terminal_taper)) * u**1.5
+        b.radii = np.maximum(b.radii * factor, np.minimum(b.radii, cfg.min_radius_mm))
 
 
 def add_lobules(tree: DuctTree, breast: Breast, cfg: DuctConfig, rng: np.random.Generator):

@@ -121,6 +121,25 @@ def test_radii_taper_to_terminal_ducts(preset):
             assert 0.4 <= main[-1] <= 1.0  # main duct 1-2 mm diameter
 
 
+def test_calibre_stays_visible_over_generations(preset):
+    """Gentle taper within branches: 0.5-2 mm ducts reach generation 4, the finest
+    (~0.2 mm) ones only the periphery (generations 6-7)."""
+    _, config, scenes = preset
+    starts: dict[int, list[float]] = {}
+    for scene in scenes:
+        for b in scene.branches:
+            starts.setdefault(b.generation, []).append(b.radii[0])
+    mean = {g: float(np.mean(r)) for g, r in starts.items()}
+    assert mean[1] >= 0.55 and mean[2] >= 0.4 and mean[3] >= 0.3 and mean[4] >= 0.24
+    assert mean[5] >= 0.18 and mean[6] >= 0.14
+    deepest = config.duct.max_generation
+    assert mean[deepest] <= 0.2
+    terminal = [b.radii[-1] for s in scenes for b in s.branches if not b.children]
+    assert np.median(terminal) <= 0.12
+    wide = [sum(b.filled and b.radii.mean() >= 0.25 for b in s.branches) for s in scenes]
+    assert np.mean(wide) >= 15  # many branches of >= 0.5 mm calibre per tree
+
+
 def test_everything_inside_the_breast(preset):
     _, config, scenes = preset
     for scene in scenes:
