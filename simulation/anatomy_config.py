@@ -176,14 +176,15 @@ class EctasiaConfig(_Section):
 
 class ExtravasationConfig(_Section):
     size_mm: Range = [5.0, 25.0]
-    blobs: Range = [5, 14]
+    blobs: Range = [12, 30]  # overlapping puffs of an amorphous cloud
     lobulation: Range = [0.3, 0.8]
-    concentration: Range = [0.05, 0.2]
+    concentration: Range = [0.1, 0.4]  # diluted in the tissue: fainter than the column
     max_generation: int = Field(4, ge=0)
     intravasation_probability: Probability = 0.3
     intravasation_lines: Range = [1, 3]
-    intravasation_radius_mm: Range = [0.1, 0.2]
-    intravasation_length_mm: Range = [8.0, 25.0]
+    intravasation_radius_mm: Range = [0.15, 0.35]
+    intravasation_length_mm: Range = [15.0, 50.0]
+    intravasation_concentration: Range = [0.4, 0.9]  # vessels fill nearly undiluted
 
 
 class FindingsConfig(_Section):

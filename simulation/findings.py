@@ -425,15 +425,18 @@ def _extravasation(place: Placement, cfg: FindingsConfig, obstructing: bool):
         center = site.point + 0.7 * (center - site.point)
     blobs = []
     conc = uniform(rng, xc.concentration)
+    # an amorphous blush: many small, overlapping puffs of varying strength, densest where it
+    # leaked and thinning out along the duct, so its margin is soft and irregular
     spread = np.diag([extent / 4, extent / 7, extent / 7])
     offsets = [site.point + side * (site.radius + extent * 0.05)]  # where it leaked
     offsets += [
         center + frame @ spread @ rng.normal(size=3) for _ in range(integer(rng, xc.blobs) - 1)
     ]
-    for c in offsets:
-        radii = extent * rng.uniform(0.05, 0.2, size=3)
+    for k, c in enumerate(offsets):
+        radii = extent * rng.uniform(0.1, 0.3, size=3) * (1.3 if k == 0 else 1.0)
         if not breast.contains(c[None], margin + radii.max())[0]:
             continue
+        falloff = math.exp(-0.5 * float(np.sum((np.linalg.solve(spread, c - center)) ** 2)) / 4)
         blobs.append(
             Blob(
                 c,
@@ -441,17 +444,22 @@ def _extravasation(place: Placement, cfg: FindingsConfig, obstructing: bool):
                 _random_rotation(rng),
                 "iodine",
                 1,
-                conc * rng.uniform(0.7, 1.3),
+                conc * rng.uniform(0.5, 1.0) * (0.4 + 0.6 * falloff),
                 uniform(rng, xc.lobulation),
                 int(rng.integers(2**31)),
+                softness=rng.uniform(0.5, 1.5),
             )
         )
     if not blobs:
         return None
     tubes = []
     if rng.random() < xc.intravasation_probability:
+        # venous or lymphatic intravasation: contrast enters a vessel and shows as thin,
+        # smooth lines running away from the cloud (lymphatics towards the axilla)
+        line_conc = uniform(rng, xc.intravasation_concentration)
         for line in range(integer(rng, xc.intravasation_lines)):
-            tubes += _tortuous_line(blobs[-1].center, xc, breast, rng, conc, line)
+            start = blobs[int(rng.integers(len(blobs)))].center
+            tubes += _vessel_line(start, xc, breast, rng, line_conc, line)
     reach = max(np.linalg.norm(b.center - center) + b.radii.max() for b in blobs)
     size = float(min(2 * reach, 1.3 * extent))
     place.reserve(site.branch, site.s - 1.0, site.s + 1.0, center, size)
@@ -467,22 +475,25 @@ def _extravasation(place: Placement, cfg: FindingsConfig, obstructing: bool):
     )
 
 
-def _tortuous_line(start, xc, breast: Breast, rng, conc: float, chain: int) -> list[Tube]:
-    """Linear intravasation: a thin, tortuous vessel filled from the cloud."""
+def _vessel_line(start, xc, breast: Breast, rng, conc: float, chain: int) -> list[Tube]:
+    """Intravasation: a thin vessel filled from the cloud, gently winding, mostly heading
+    towards the axilla (posterior, superior, lateral), narrowing slightly as it goes."""
     radius = uniform(rng, xc.intravasation_radius_mm)
     length = uniform(rng, xc.intravasation_length_mm)
-    n = max(3, int(length))
-    d = rng.normal(size=3)
+    n = max(4, int(length / 2.0))
+    axilla = np.array([0.6, -0.5, 0.6])
+    d = axilla / np.linalg.norm(axilla) + rng.normal(size=3) * 0.8
     d /= np.linalg.norm(d)
-    p, tubes = np.asarray(start, dtype=float), []
+    p, tubes, r = np.asarray(start, dtype=float), [], radius
     for _ in range(n):
-        d = d + rng.normal(size=3) * 0.5
+        d = d + rng.normal(size=3) * 0.25
         d /= np.linalg.norm(d)
         q = p + d * length / n
         if not breast.contains(q[None], breast.skin_thickness + 1.0)[0]:
             break
-        tubes.append(Tube(p, q, radius, radius, -1, chain, "iodine", conc))
-        p = q
+        r_next = max(r * rng.uniform(0.93, 1.02), 0.08)
+        tubes.append(Tube(p, q, r, r_next, -1, chain, "iodine", conc))
+        p, r = q, r_next
     return tubes
 
 

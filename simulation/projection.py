@@ -47,6 +47,7 @@ class ProjectedBlob:
     half_extent: np.ndarray  # (2,) bounding half sizes in pixels
     lobulation: float
     lobes: np.ndarray  # (k, 3): frequency, amplitude, phase
+    softness: float = 0.0  # chord profile (1 - rho^2) ** (0.5 + softness)
 
 
 @dataclass
@@ -169,6 +170,7 @@ def project_blob(blob: Blob, geom: ViewGeometry, concentration: float = 1.0) -> 
         half_extent=np.sqrt(np.diag(cov)) * grow,
         lobulation=float(blob.lobulation),
         lobes=_lobes(blob.seed),
+        softness=float(blob.softness),
     )
 
 
@@ -191,7 +193,8 @@ def blob_chord(b: ProjectedBlob, box: Box) -> np.ndarray:
         for freq, amp, phase in b.lobes:
             bumps += np.float32(amp) * np.cos(np.float32(freq) * angle + np.float32(phase))
         rho2 /= np.square(1.0 + np.float32(b.lobulation) * bumps)
-    half = np.sqrt(np.maximum(1.0 - rho2, 0.0))
+    inside = np.maximum(1.0 - rho2, 0.0)
+    half = np.sqrt(inside) if not b.softness else np.power(inside, np.float32(0.5 + b.softness))
     return half * np.float32(b.peak)
 
 

@@ -230,8 +230,11 @@ def render_view(
     proc = Processing.sample(look, rng)
     lo, hi = config.bits_stored
     bits = int(rng.integers(int(lo), int(hi) + 1))
+    # everything opacified (ducts, lobular blush, extravasated contrast) stays out of the
+    # tissue statistics and the equalisation's low-pass: no darkened parenchyma, no halos
+    opacified = prims.duct_mask | (prims.iodine > np.float32(0.02)).view(np.uint8)
     pixels, centre, width = present(
-        log_signal, support, prims.duct_mask, geom.spacing_mm, proc, bits, shape
+        log_signal, support, opacified, geom.spacing_mm, proc, bits, shape
     )
     monochrome1 = bool(rng.random() < config.monochrome1_probability)
     if monochrome1:

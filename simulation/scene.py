@@ -98,6 +98,7 @@ class Blob:
     concentration: float = 1.0
     lobulation: float = 0.0  # 0 = smooth ellipsoid; >0 adds surface lobules
     seed: int = 0  # seeds the lobulation pattern so every view sees the same shape
+    softness: float = 0.0  # >0: material thins out towards the surface (diffusing contrast)
 
 
 @dataclass

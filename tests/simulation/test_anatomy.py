@@ -140,6 +140,35 @@ def test_calibre_stays_visible_over_generations(preset):
     assert np.mean(wide) >= 15  # many branches of >= 0.5 mm calibre per tree
 
 
+def test_extravasation_is_a_conspicuous_cloud(preset):
+    """Extravasated contrast amounts to tens of mm^3 of full-strength contrast (a reader sees
+    it), spread over many soft, overlapping puffs; vessel lines fill nearly undiluted."""
+    name, config, _ = preset
+    config = config.model_copy(deep=True)
+    config.findings.count_probabilities = [0, 1]
+    config.findings.class_weights = {"extravasation": 1.0}
+    config.findings.extravasation.intravasation_probability = 1.0
+    amounts, lines = [], 0
+    for seed in range(12):
+        scene = build_scene(config, np.random.default_rng(seed), "L")
+        for f in scene.lesions:
+            blobs = [scene.blobs[b] for b in f.blobs]
+            assert len(blobs) >= 3 and all(b.softness > 0 for b in blobs)
+            # a soft blob's profile (1 - rho^2) ** (0.5 + s) holds 1 / (1 + s) of its volume
+            amounts.append(
+                sum(
+                    b.concentration * 4 / 3 * np.pi * np.prod(b.radii) / (1 + b.softness)
+                    for b in blobs
+                )
+            )
+            for t in (scene.tubes[i] for i in f.tubes):
+                lo, _ = config.findings.extravasation.intravasation_concentration
+                assert t.concentration >= lo and t.material == "iodine"
+                lines += 1
+    assert len(amounts) >= 10 and lines > 0
+    assert np.median(amounts) >= (30.0 if name == "default" else 15.0)
+
+
 def test_everything_inside_the_breast(preset):
     _, config, scenes = preset
     for scene in scenes:

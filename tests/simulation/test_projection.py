@@ -49,6 +49,20 @@ def test_blob_chord_integral_matches_ellipsoid_volume():
     assert chords.max() <= 2 * 3.0
 
 
+def test_soft_blob_thins_towards_its_surface_with_the_same_footprint():
+    geom = flat_geometry(spacing=0.05)
+    hard = Blob(np.zeros(3), np.array([3.0, 2.0, 1.5]), np.eye(3), "iodine")
+    soft = Blob(np.zeros(3), np.array([3.0, 2.0, 1.5]), np.eye(3), "iodine", softness=1.0)
+    p_hard, p_soft = project_blob(hard, geom), project_blob(soft, geom)
+    box = blob_box(p_hard, geom.shape)
+    c_hard, c_soft = blob_chord(p_hard, box), blob_chord(p_soft, box)
+    np.testing.assert_array_equal(c_hard > 0, c_soft > 0)
+    assert c_soft.max() == pytest.approx(c_hard.max(), rel=1e-3)
+    assert (c_soft <= c_hard + 1e-6).all()
+    # profile (1 - rho^2) ** 1.5: the projected volume is 2/5 of the ellipsoid's (vs 2/3 * 1)
+    assert _volume(c_soft, 0.05) == pytest.approx(0.6 * _volume(c_hard, 0.05), rel=0.03)
+
+
 def _scene_with(tubes, blobs=()) -> Scene:
     scene = small_scene("L")
     branch = Branch(0, -1, 0, np.array([[0.0, 0, 0], [1.0, 0, 0]]), np.array([1.0, 1.0]), True, 0)
