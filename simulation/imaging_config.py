@@ -80,12 +80,12 @@ class ImagingConfig(_Strict):
 
     # beam and patient dose
     effective_energy_kev: Range = [20.0, 30.0]
-    quanta_per_mm2: Range = [4.0e4, 1.5e5]  # absorbed quanta under the breast (AEC target)
+    quanta_per_mm2: Range = [1.0e5, 3.0e5]  # absorbed quanta under the breast (AEC target)
     electronic_noise: Range = [2.0, 8.0]  # std in quanta per pixel
     contrast_scale: Range = [0.8, 1.0]  # dilution of the injected contrast in the ducts
     # compression and view geometry
     compressed_thickness_mm: Range = [30.0, 75.0]
-    compression_fraction: Range = [0.45, 0.75]  # thickness / uncompressed extent
+    compression_fraction: Range = [0.3, 0.55]  # thickness / uncompressed extent (mean ~54 mm)
     spreading_exponent: Range = [0.3, 0.5]  # in-plane stretch = compression ** -exponent
     mlo_angle_deg: Range = [40.0, 60.0]
     magnification: Range = [1.0, 1.08]  # breast plane to detector (contact geometry)

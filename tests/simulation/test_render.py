@@ -89,3 +89,25 @@ def test_coarse_render_is_fast():
     for seed in range(3):
         _render(scene, "MLO", seed=seed)
     assert (time.perf_counter() - start) / 3 < 0.5  # generous: the target is < 0.2 s
+
+
+@pytest.mark.parametrize("preset", ["default", "hard"])
+def test_compressed_thickness_is_typical(preset):
+    """Compressed thickness 30-75 mm with a mean near 50-55 mm, rarely at the ceiling."""
+    from ductai.simulation.anatomy import build_scene
+    from ductai.simulation.config import load_simulation_config
+    from ductai.simulation.views import make_view_geometry
+
+    config = load_simulation_config(preset)
+    rng = np.random.default_rng(0)
+    thickness = []
+    for seed in range(60):
+        scene = build_scene(config.anatomy, np.random.default_rng(seed), "LR"[seed % 2])
+        for view in ("CC", "MLO"):
+            geom = make_view_geometry(scene, view, config.imaging, rng, 0.1, 1.0, spacing_mm=1.0)
+            thickness.append(geom.thickness_mm)
+    thickness = np.array(thickness)
+    lo, hi = config.imaging.compressed_thickness_mm
+    assert (thickness >= lo - 1e-6).all() and (thickness <= hi + 1e-6).all()
+    assert 47.0 <= thickness.mean() <= 60.0
+    assert (thickness >= hi - 0.1).mean() < 0.15
