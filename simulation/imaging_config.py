@@ -105,6 +105,9 @@ class ImagingConfig(_Strict):
     texture_beta_mode: float = 2.8
     texture_contrast: Range = [0.8, 1.2]  # steepness of the gland/fat boundary
     ligament_strength: Range = [0.05, 0.25]
+    dense_mottle: Range = [0.2, 0.4]  # dense tissue varies by this fraction (no plateaus)
+    fine_texture_strength: Range = [0.05, 0.15]  # sub-mm trabecular detail, glandular units
+    fine_texture_beta: Range = [2.3, 2.9]  # its power-law exponent (lower: finer)
     vendors: list[VendorLook] = Field(default_factory=_default_vendors, min_length=1)
 
     @model_validator(mode="after")

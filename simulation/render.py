@@ -13,7 +13,7 @@ from .imaging_config import ImagingConfig, VendorLook, sample
 from .presentation import Processing, present
 from .projection import PrimitiveMaps, project_primitives
 from .scene import Scene
-from .tissue_maps import coarse_tissue, thickness_profile, upsample
+from .tissue_maps import coarse_tissue, fine_texture, thickness_profile, upsample
 from .views import PATIENT_ORIENTATION, ViewGeometry, make_view_geometry
 
 
@@ -120,7 +120,16 @@ def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):
     # areola: the skin around the nipple is thicker (it shows only near the skin line)
     areola, extra = _areola(geom, rng)
     skin *= 1.0 + np.float32(extra) * areola
-    total = upsample(mu_inner.astype(np.float32), geom.shape, cubic=True)
+    # fine trabecular detail on a grid of half the coarse spacing, strongest at the
+    # gland/fat margins and in the glands, none in the muscle; then to the image grid
+    mid_shape = (2 * mu_inner.shape[0], 2 * mu_inner.shape[1])
+    weight = glands * (1.0 - glands) * 2.0 + 0.15 * glands
+    weight *= np.float32(sample(rng, config.fine_texture_strength) * (mu_gland - mu_fat))
+    weight *= 1.0 - coarse.muscle
+    fine = fine_texture(rng, mid_shape, sample(rng, config.fine_texture_beta))
+    fine *= upsample(weight.astype(np.float32), mid_shape)
+    fine += upsample(mu_inner.astype(np.float32), mid_shape, cubic=True)
+    total = upsample(fine, geom.shape)
     total *= inner
     total += skin * mu_skin
     support = (edge > 0).view(np.uint8)

@@ -124,6 +124,9 @@ def glandular_fraction(
     threshold = np.quantile(field[inside], 1.0 - density) if inside.any() else 0.0
     steep = 1.6 * sample(rng, config.texture_contrast)
     frac = 1.0 / (1.0 + np.exp(-steep * (field - threshold)))
+    # dense tissue is never a uniform plateau: the stroma/fat mix along the path varies
+    mottle = 1.0 / (1.0 + np.exp(-1.5 * power_law_noise(rng, edge.shape, 2.2)))
+    frac *= 1.0 - np.float32(sample(rng, config.dense_mottle)) * frac * mottle
     # Cooper's ligaments: thin, gently curved strands through the fat towards the skin. They
     # are level lines of a phase that grows steadily across the rays from the nipple plus a
     # smooth wobble, so they never close into loops ("worms"), as level lines of plain
@@ -152,6 +155,17 @@ def _warped(noise: np.ndarray, polar: np.ndarray) -> np.ndarray:
     rows, cols = noise.shape
     coords = np.stack([np.mod(polar[0] + rows / 2, rows), np.mod(polar[1], cols)])
     return map_coordinates(noise, coords, order=1, mode="grid-wrap").astype(np.float32)
+
+
+FINE_TILE = 512  # periodic tile of the fine texture (FFT noise tiles seamlessly)
+
+
+def fine_texture(rng: np.random.Generator, shape: tuple[int, int], beta: float) -> np.ndarray:
+    """Fine trabecular texture on the mid grid (half the coarse spacing): a periodic
+    power-law tile repeated over the image, zero mean, unit std (float32)."""
+    tile = power_law_noise(rng, (FINE_TILE, FINE_TILE), beta)
+    reps = (-(-shape[0] // FINE_TILE), -(-shape[1] // FINE_TILE))
+    return np.tile(tile, reps)[: shape[0], : shape[1]]
 
 
 def pectoral_fraction(

@@ -111,3 +111,27 @@ def test_compressed_thickness_is_typical(preset):
     assert (thickness >= lo - 1e-6).all() and (thickness <= hi + 1e-6).all()
     assert 47.0 <= thickness.mean() <= 60.0
     assert (thickness >= hi - 0.1).mean() < 0.15
+
+
+def test_dense_tissue_has_no_flat_plateaus():
+    """Extremely dense breasts keep texture (hard preset: the steepest gland/fat contrast):
+    the projected glandular fraction rarely saturates, and it varies inside the dense parts."""
+    from dataclasses import replace
+
+    from ductai.simulation.config import load_simulation_config
+    from ductai.simulation.tissue_maps import coarse_tissue
+    from ductai.simulation.views import make_view_geometry
+
+    config = load_simulation_config("hard").imaging
+    scene = small_scene("L")
+    breast = replace(scene.breast, glandular_fraction=0.6, density_category="d")
+    scene = replace(scene, breast=breast)
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        geom = make_view_geometry(scene, "MLO", config, rng, 0.1, 1.0, spacing_mm=0.5)
+        tissue, _ = coarse_tissue(geom, breast, config, rng)
+        glands = tissue.glandular[tissue.edge_mm > 5]
+        dense = glands[glands > 0.5]
+        assert dense.size > 0.3 * glands.size
+        assert (glands > 0.9).mean() < 0.06
+        assert dense.std() > 0.05
