@@ -176,6 +176,19 @@ class _AtssRetinaNetDetector(RetinaNetDetector):
             matched_idxs.append(matched)
         return matched_idxs
 
+    def generate_anchors(self, images: Tensor, head_outputs: dict[str, list[Tensor]]) -> None:
+        # MONAI builds anchors in the head outputs' dtype (float16 under autocast: about 1 px
+        # resolution at 1000 px) and caches them by image shape only (stale after .to(device)).
+        # Build them in float32 and key the cache on shape and device.
+        key = (tuple(images.shape), images.device)
+        if self.anchors is None or getattr(self, "_anchor_key", None) != key:
+            shapes = [
+                torch.empty((1, 1, *m.shape[-2:]), device=m.device)
+                for m in head_outputs[self.cls_key]
+            ]
+            self.anchors = self.anchor_generator(images, shapes)
+            self._anchor_key = key
+
 
 class LesionDetector(nn.Module):
     """2D RetinaNet for intraductal lesions and their mimics, in ductai's box convention.
@@ -318,7 +331,16 @@ class LesionDetector(nn.Module):
                 }
                 for t in targets
             ]
-            return self.detector(images, monai_targets)
+            losses = self.detector(images, monai_targets)
+            if torch.is_grad_enabled() and not losses["box_regression"].requires_grad:
+                # A batch without boxes (background / mimic-free crops) gives a constant box
+                # loss, leaving the regression head without gradients; DDP would then wait for
+                # them forever. A zero-weighted term keeps every parameter in the graph.
+                head = self.network.regression_head
+                losses["box_regression"] = losses["box_regression"] + 0.0 * sum(
+                    p.sum() for p in head.parameters()
+                )
+            return losses
         use_inferer = self._needs_sliding_window(images)
         detections = self.detector(images, use_inferer=use_inferer)
         return [

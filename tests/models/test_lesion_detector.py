@@ -129,6 +129,10 @@ def test_background_only_crop_trains():
     targets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
     losses = model(torch.rand(1, 1, 64, 64), targets)
     assert torch.isfinite(losses["classification"])
+    assert float(losses["box_regression"].detach()) == 0.0
+    # Every parameter still gets a (zero) gradient: DDP needs no find_unused_parameters.
+    (losses["classification"] + losses["box_regression"]).backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_anchor_levels_must_match_pyramid():

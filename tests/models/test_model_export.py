@@ -12,6 +12,7 @@ from ductai.models.export import export_onnx, export_torchscript
 from ductai.models.registry import create_model
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")
 def test_torchscript_round_trip(tmp_path):
     model = create_model("unet", channels=(8, 16, 32), strides=(2, 2)).eval()
     path = export_torchscript(model, tmp_path / "unet.ts", example_shape=(1, 1, 64, 64))
