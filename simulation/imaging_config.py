@@ -91,7 +91,9 @@ class ImagingConfig(_Strict):
     magnification: Range = [1.0, 1.08]  # breast plane to detector (contact geometry)
     chest_wall_offset_mm: Range = [-12.0, 3.0]  # image edge behind (+) or in front of the wall
     vertical_offset_fraction: Range = [-0.08, 0.08]  # breast centre shift, fraction of height
-    pectoral_on_cc_probability: float = Field(0.3, ge=0, le=1)
+    pectoral_on_cc_probability: float = Field(0.15, ge=0, le=1)
+    pectoral_on_cc_width_mm: Range = [4.0, 12.0]  # the sliver's depth at the posterior edge
+    pectoral_on_cc_strength: Range = [0.15, 0.4]  # muscle fraction of the path at its core
     pectoral_width_fraction: Range = [0.25, 0.45]  # MLO muscle triangle, of the breast depth
     pectoral_height_fraction: Range = [0.45, 0.8]  # MLO muscle triangle, of the image height
     field_sizes_mm: list[list[float]] = [[180.0, 240.0], [240.0, 300.0]]  # cols x rows

@@ -151,4 +151,6 @@ def present(
         p_hi = max(p_hi, float(np.percentile(ducts, 95)))
     width = max((p_hi - p_lo) * proc.window_scale, 16.0)
     centre = (p_lo + p_hi) / 2.0
+    if width < p_hi - p_lo:  # a narrow window gives up the dark end (fat, skin), never the
+        centre = p_hi - width / 2.0  # dense tissue or the contrast
     return pixels, float(round(centre)), float(round(width))

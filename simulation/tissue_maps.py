@@ -195,11 +195,17 @@ def pectoral_fraction(
         muscle *= 0.75 + 0.25 * np.clip(gap / np.float32(max(width, 1.0)), 0.0, 1.0)
         muscle *= rng.uniform(0.6, 0.9)
     elif geom.view == "CC" and rng.random() < config.pectoral_on_cc_probability:
-        width = rng.uniform(3.0, 12.0) + max(geom.chest_wall_u, 0.0)
-        half = rng.uniform(0.2, 0.5) * geom.half_height_down
+        # a soft, partial sliver of muscle at the posterior edge: a low lens whose density
+        # fades in from its margin to its core, never a flat bright patch
+        width = sample(rng, config.pectoral_on_cc_width_mm) + max(geom.chest_wall_u, 0.0)
+        half = rng.uniform(0.25, 0.6) * geom.half_height_down
         centre = geom.centre_v + rng.uniform(-0.3, 0.3) * geom.half_height_down
-        inside = 1.0 - np.sqrt((u / width) ** 2 + ((v - centre) / half) ** 2)
-        muscle = np.clip(inside * 1.5, 0.0, 1.0) ** 0.8 * rng.uniform(0.3, 0.6)
+        r = np.sqrt(
+            (u / np.float32(width)) ** 2 + ((v - np.float32(centre)) / np.float32(half)) ** 2
+        )
+        inside = np.clip(1.0 - r, 0.0, 1.0)
+        muscle = inside * inside * (3.0 - 2.0 * inside)
+        muscle *= np.float32(sample(rng, config.pectoral_on_cc_strength))
     return muscle.astype(np.float32)
 
 

@@ -135,3 +135,23 @@ def test_dense_tissue_has_no_flat_plateaus():
         assert dense.size > 0.3 * glands.size
         assert (glands > 0.9).mean() < 0.06
         assert dense.std() > 0.05
+
+
+def test_pectoral_on_cc_is_a_soft_partial_sliver():
+    """On CC the muscle, when present, is a faint lens at the posterior edge that fades in
+    (no flat bright patch)."""
+    from ductai.simulation.tissue_maps import _coarse_coords, pectoral_fraction
+    from ductai.simulation.views import make_view_geometry
+
+    config = CONFIG.model_copy(update={"pectoral_on_cc_probability": 1.0})
+    scene = small_scene("L")
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        geom = make_view_geometry(scene, "CC", config, rng, 0.1, 1.0, spacing_mm=0.5)
+        u, v, _ = _coarse_coords(geom)
+        muscle = pectoral_fraction(geom, config, rng, u, v)
+        assert 0 < muscle.max() <= config.pectoral_on_cc_strength[1] + 1e-6
+        depth = config.pectoral_on_cc_width_mm[1] + max(geom.chest_wall_u, 0.0)
+        assert not muscle[:, u[0] > depth].any()  # only at the posterior edge
+        core = muscle[muscle > 0]
+        assert (core > 0.9 * muscle.max()).mean() < 0.3  # a soft margin, not a plateau
