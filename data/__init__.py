@@ -12,4 +12,7 @@ Public API (import from the modules; this package imports nothing heavy on its o
   ``import_masks.import_masks``
 - ``inspect.inspect_paths`` / ``inspect.format_inspection`` (``ductai inspect``)
 - ``errors``: ``ImageReadError`` and subclasses, ``DatalistError``
+- ``datasets``: ``DatalistDataset`` (disk/memory cache), ``datalist_dataset``,
+  ``simulated_dataset``; ``transforms``: ``AugmentConfig``, ``build_train_transform``,
+  ``build_val_transform``, ``detection_collate``; ``sampling.CropSampler``; ``instances``
 """

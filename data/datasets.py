@@ -37,7 +37,7 @@ from ductai.data.errors import ImageReadError
 from ductai.data.image_files import IMAGE_SUFFIXES, read_image_file
 from ductai.data.instances import paint_missing_instances
 from ductai.data.label_masks import read_mask
-from ductai.data.labels import CLASSES, MIMICS
+from ductai.data.labels import CLASSES, MIMICS, UNKNOWN
 
 __all__ = [
     "DatalistDataset",
@@ -85,13 +85,14 @@ class LoadCanonicald(Transform):
         meta = {
             "image": entry.image,
             "patient_id": entry.patient_id,
-            "laterality": image.laterality if entry.laterality == "unknown" else entry.laterality,
-            "view": image.view if entry.view == "unknown" else entry.view,
+            "laterality": image.laterality if entry.laterality == UNKNOWN else entry.laterality,
+            "view": image.view if entry.view == UNKNOWN else entry.view,
             "geometry": geometry.to_dict(),
             "has_duct": duct is not None,
             "has_centerline": entry.centerline is not None,
             "instances_from_boxes": bool(drawn.any()),
-            "warnings": list(image.warnings),
+            # One string, not a list: default_collate needs equal-length lists across a batch.
+            "warnings": "; ".join(image.warnings),
         }
         empty = np.zeros(shape, dtype=np.uint8)
         return {
@@ -220,21 +221,36 @@ def datalist_dataset(
 
 
 class SimulatedEpochs(Dataset):
-    """``length`` simulated views per epoch; `set_epoch` moves on to breasts never seen before.
+    """``length`` samples per epoch; `set_epoch` moves on to breasts never seen before.
 
-    Item i of epoch e is view ``e * length + i`` of the simulator's endless stream, so every
-    epoch is new and any (seed, epoch, index) is reproducible. Call ``set_epoch`` before each
-    epoch's iterator is created; with ``persistent_workers=True`` workers keep the epoch they
-    were started with, so leave persistent workers off for this source.
+    Sample i of epoch e comes from view ``(e * length + i) // crops_per_view`` of the
+    simulator's endless stream, so every epoch is new and any (seed, epoch, index) is
+    reproducible. Rendering a view costs far more than cropping and augmenting it:
+    ``crops_per_view > 1`` reuses each rendered view for that many consecutive samples (each
+    with its own random crop). The reuse lives in each worker, and a DataLoader gives each
+    worker whole batches of consecutive indices: keep ``shuffle=False`` and make the batch
+    size a multiple of ``crops_per_view``. Call ``set_epoch`` before each epoch's iterator is
+    created; workers started with ``persistent_workers=True`` keep their epoch, so leave
+    persistent workers off for this source.
     """
 
-    def __init__(self, simulator, length: int, transform: Callable | None = None) -> None:
-        if length < 1:
-            raise ValueError(f"length must be at least 1, got {length}")
+    def __init__(
+        self,
+        simulator,
+        length: int,
+        transform: Callable | None = None,
+        crops_per_view: int = 1,
+    ) -> None:
+        if length < 1 or crops_per_view < 1:
+            raise ValueError(
+                f"length and crops_per_view must be >= 1, not {length}, {crops_per_view}"
+            )
         self.simulator = simulator
         self.length = int(length)
         self.transform = transform
+        self.crops_per_view = int(crops_per_view)
         self.epoch = 0
+        self._last: tuple[int, dict[str, Any]] | None = None  # (view, sample) of this process
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -245,8 +261,13 @@ class SimulatedEpochs(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
-        sample = self.simulator[self.epoch * self.length + int(index)]
-        sample["meta"]["epoch"] = self.epoch
+        view = (self.epoch * self.length + int(index)) // self.crops_per_view
+        if self._last is None or self._last[0] != view:
+            sample = self.simulator[view]
+            sample["meta"]["epoch"] = self.epoch
+            self._last = (view, sample) if self.crops_per_view > 1 else None
+        else:
+            sample = self._last[1]
         return self.transform(sample) if self.transform is not None else sample
 
 
@@ -257,9 +278,10 @@ def simulated_dataset(
     spacing_mm: float = 0.3,
     seed: int = 0,
     transform: Callable | None = None,
+    crops_per_view: int = 1,
 ) -> SimulatedEpochs:
-    """The simulator as a training source: ``steps_per_epoch * batch_size`` views per epoch."""
+    """The simulator as a training source: ``steps_per_epoch * batch_size`` samples per epoch."""
     from ductai.simulation.dataset import SimulatedGalactograms
 
     simulator = SimulatedGalactograms(config, spacing_mm=spacing_mm, length=2**62, seed=seed)
-    return SimulatedEpochs(simulator, steps_per_epoch * batch_size, transform)
+    return SimulatedEpochs(simulator, steps_per_epoch * batch_size, transform, crops_per_view)

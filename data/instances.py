@@ -25,8 +25,7 @@ def boxes_from_instances(
     boxes = np.zeros((n_objects, 4), dtype=np.float32)
     if n_objects == 0:
         return boxes, np.zeros(0, dtype=bool)
-    counts = np.bincount(instances.ravel().clip(0, n_objects + 1), minlength=n_objects + 2)
-    keep = counts[1 : n_objects + 1] >= max(1, min_pixels)
+    keep = _pixel_counts(instances, n_objects)[1:] >= max(1, min_pixels)
     # find_objects gives slices of each value's bounding box in one pass over the array.
     for index, found in enumerate(ndimage.find_objects(instances, max_label=n_objects)):
         if found is not None and keep[index]:
@@ -48,12 +47,23 @@ def paint_missing_instances(
     if instances is None:
         out = np.zeros(shape, dtype=np.int32)
     else:
-        out = np.asarray(instances).reshape(shape).astype(np.int32, copy=True)
-    counts = np.bincount(out.ravel().clip(0, len(boxes) + 1), minlength=len(boxes) + 2)
-    drawn = counts[1 : len(boxes) + 1] == 0
+        out = np.asarray(instances).reshape(shape)
+    n = len(boxes)
+    drawn = _pixel_counts(out, n)[1:] == 0
+    if not drawn.any():  # the usual case: no copy
+        return out.astype(np.int32, copy=False), drawn
+    out = out.astype(np.int32, copy=True)
     for index in np.flatnonzero(drawn):
         out = _paint_ellipse(out, boxes[index], index + 1)
     return out, drawn
+
+
+def _pixel_counts(instances: np.ndarray, n: int) -> np.ndarray:
+    """Pixels of values 0..n ([n + 1]); values above n (unknown objects) are ignored."""
+    values = instances.ravel()
+    if values.dtype.kind == "i" or values.max(initial=0) > n:
+        values = np.clip(values, 0, n + 1)  # bincount needs non-negative; cap unknown values
+    return np.bincount(values, minlength=n + 2)[: n + 1]
 
 
 def _paint_ellipse(out: np.ndarray, box: np.ndarray, value: int) -> np.ndarray:

@@ -107,7 +107,9 @@ def _window_start(
         a, b = stop + margin - patch, first - margin
     else:  # larger than the patch (extravasation): a window inside the object
         a, b = first, stop - patch
-    inside_a, inside_b = max(a, 0), min(b, size - patch)
+    # Prefer windows inside the image, or holding all of an image smaller than the patch.
+    inside_a, inside_b = sorted((0, size - patch))
+    inside_a, inside_b = max(a, inside_a), min(b, inside_b)
     if inside_a <= inside_b:
         a, b = inside_a, inside_b
     return int(rng.integers(a, b + 1))

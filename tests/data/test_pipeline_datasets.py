@@ -165,3 +165,19 @@ def test_simulated_source_with_workers_and_new_epochs():
     assert first["image"].shape != second["image"].shape or not np.array_equal(
         first["image"], second["image"]
     )
+
+
+def test_crops_per_view_reuses_each_rendered_view():
+    torch.manual_seed(0)
+    transform = build_train_transform("detection", AugmentConfig(patch_size=64))
+    dataset = simulated_dataset(2, 2, seed=3, crops_per_view=2)
+    calls = []
+    render = dataset.simulator.__getitem__
+    dataset.simulator = type(
+        "Counting", (), {"__getitem__": lambda s, i: calls.append(i) or render(i)}
+    )()
+    views = [dataset[i]["meta"]["index"] for i in range(4)]
+    assert views == [0, 0, 1, 1] and calls == [0, 1]
+    dataset.transform = transform
+    first, second = dataset[2], dataset[3]  # one view, two different random crops
+    assert not torch.equal(first["image"], second["image"])
