@@ -87,6 +87,86 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a segmentation or detection network from a YAML config (MLflow-tracked)",
+        description="Train from CONFIG with key=value overrides (e.g. trainer.epochs=20). "
+        "Under torchrun the same command trains with DistributedDataParallel.",
+    )
+    p.add_argument("config", type=Path, help="YAML config, e.g. configs/segmentation/small_cpu.yaml")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="PATH|auto",
+        help="continue from a checkpoint (auto: OUTPUT_DIR/last.pt when present), same MLflow run",
+    )
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ductai.training.config import load_train_config
+    from ductai.training.trainer import train
+
+    overrides = list(args.overrides)
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():
+        # `--resume key=value`: argparse took an override for the optional PATH.
+        overrides.insert(0, args.resume)
+        args.resume = "auto"
+    config = load_train_config(args.config, overrides)
+    result = train(config, resume=args.resume)
+    best = f"{result.best_value:.4f}" if result.best_value is not None else "n/a"
+    print(
+        f"trained {result.global_step} steps ({result.epochs_done} epochs); "
+        f"best {result.best_metric} = {best}\n"
+        f"checkpoints: {result.last_checkpoint}"
+        + (f", {result.best_checkpoint}" if result.best_checkpoint else "")
+        + (f"\nMLflow run {result.run_id} at {result.tracking_uri}" if result.run_id else "")
+    )
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on a datalist split or simulated views; logs to its run",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="a best.pt / last.pt")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--datalist", type=Path, help="datalist JSON (default: simulated views)")
+    src.add_argument(
+        "--simulation", metavar="PRESET", help="simulation preset (default: the training one)"
+    )
+    p.add_argument("--split", default="test", help="datalist split (default: test)")
+    p.add_argument("--n", type=int, default=16, help="simulated views (default: 16)")
+    p.add_argument("--seed", type=int, default=None, help="simulation seed (default: unseen)")
+    p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and plots")
+    p.add_argument("--no-log", action="store_true", help="do not log to the MLflow run")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from ductai.training.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        args.checkpoint,
+        datalist=args.datalist,
+        split=args.split,
+        simulation=args.simulation,
+        n=args.n,
+        seed=args.seed,
+        output_dir=args.out,
+        log_to_run=not args.no_log,
+    )
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        print(f"{key.ljust(width)}  {value:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ductai", description="Deep learning for galactography (ductography)."
@@ -97,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_simulate(sub)
     _add_inspect(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -37,7 +37,7 @@ ARTIFACT = "checkpoint"
 
 # The signature is given explicitly (see ``signature``), so MLflow's advice to type-annotate
 # predict(), issued when the class below is defined, does not apply.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
@@ -143,7 +143,8 @@ def _quiet_mlflow() -> Iterator[None]:
     pyfunc_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+            for advice in ("Add type hints", "An input example was not provided"):
+                warnings.filterwarnings("ignore", message=f".*{advice}", category=UserWarning)
             yield
     finally:
         pyfunc_log.setLevel(level)

@@ -26,13 +26,16 @@ class SimulationSource(_Section):
     """On-the-fly simulated galactograms (``ductai.simulation``): nothing on disk.
 
     Training draws ``trainer.steps_per_epoch * data.batch_size`` new breasts' views per epoch
-    (per rank) from an endless stream; validation is a fixed set of ``val_length`` views.
+    (per rank) from an endless stream, or cycles a fixed set of ``train_length`` views;
+    validation is a fixed set of ``val_length`` views. ``data.cache: memory`` renders a fixed
+    set once.
     """
 
     preset: str = "default"  # a name under configs/simulation/ or a YAML path
     # None derives both from trainer.seed, so one seed controls the simulator too.
     train_seed: int | None = None
     val_seed: int | None = None
+    train_length: int | None = Field(None, ge=1)  # None: endless, new breasts every epoch
     val_length: int = Field(16, ge=1)
 
 

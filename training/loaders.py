@@ -90,16 +90,43 @@ def build_datasets(config: TrainConfig, world_size: int = 1) -> tuple[Dataset, D
     # Validation breasts come from another seed than training ones: never the same anatomy.
     train_seed = sim.train_seed if sim.train_seed is not None else seed
     val_seed = sim.val_seed if sim.val_seed is not None else seed + 7919
-    train = simulated_dataset(
-        config.trainer.steps_per_epoch * world_size,
-        d.batch_size,
-        sim.preset,
-        d.spacing_mm,
-        train_seed,
-        train_tf,
-    )
-    val = SimulatedGalactograms(sim.preset, d.spacing_mm, sim.val_length, val_seed, val_tf)
+    if sim.train_length is None:
+        train = simulated_dataset(
+            config.trainer.steps_per_epoch * world_size,
+            d.batch_size,
+            sim.preset,
+            d.spacing_mm,
+            train_seed,
+            train_tf,
+        )
+    else:
+        train = SimulatedGalactograms(sim.preset, d.spacing_mm, sim.train_length, train_seed)
+        train = RenderedOnce(train, train_tf) if d.cache == "memory" else _with(train, train_tf)
+    val = SimulatedGalactograms(sim.preset, d.spacing_mm, sim.val_length, val_seed)
+    val = RenderedOnce(val, val_tf) if d.cache == "memory" else _with(val, val_tf)
     return train, val
+
+
+def _with(dataset, transform):
+    dataset.transform = transform
+    return dataset
+
+
+class RenderedOnce(Dataset):
+    """A fixed simulated set rendered once, in the main process (forked workers share it);
+    the (random) transform still runs on every access."""
+
+    def __init__(self, source: Dataset, transform) -> None:
+        self.samples = [source[i] for i in range(len(source))]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.samples[index])
+        sample["meta"] = dict(sample.get("meta", {}))
+        return self.transform(sample)
 
 
 def collate_fn(task: str):

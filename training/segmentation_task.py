@@ -13,14 +13,16 @@ from torch import nn
 from ductai.training.config import TrainConfig
 from ductai.training.distributed import DistContext, mean_across, merge_metrics, unwrap
 from ductai.training.engine import Engine, autocast, to_images
-from ductai.training.losses import build_segmentation_loss
+from ductai.training.losses import SegmentationLossConfig, build_segmentation_loss
 from ductai.training.metrics import SegmentationMetrics
 from ductai.training.validation import Validation
 
 
 def build_criterion(config: TrainConfig) -> nn.Module:
-    own = set(config.loss.model_fields) - {"classification_weight", "box_regression_weight"}
-    return build_segmentation_loss(config.loss.model_dump(include=own))
+    # The loss section also holds the detector's weights; the segmentation loss takes its own.
+    return build_segmentation_loss(
+        config.loss.model_dump(include=set(SegmentationLossConfig.model_fields))
+    )
 
 
 def train_one_epoch(engine: Engine, criterion: nn.Module, loader, steps: int) -> None:

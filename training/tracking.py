@@ -200,7 +200,7 @@ def data_fingerprint(data_cfg: Any, seed: int) -> str:
         sim = data_cfg.simulation
         preset = load_simulation_config(sim.preset).model_dump(mode="json")
         h.update(json.dumps(preset, sort_keys=True).encode())
-        seeds = (sim.train_seed, sim.val_seed, sim.val_length, seed)
+        seeds = (sim.train_seed, sim.val_seed, sim.train_length, sim.val_length, seed)
         h.update(repr(seeds).encode())
     return h.hexdigest()[:16]
 

@@ -298,7 +298,7 @@ class Trainer:
                 model, loader, self.config, self.ctx, overlays if self.ctx.is_main else 0
             )
         self.last_val = {f"val/{k}": float(v) for k, v in result.metrics.items()}
-        for key in self._curve_keys():
+        for key in dict.fromkeys(self._curve_keys()):  # best_metric may be listed already
             if key in self.last_val and math.isfinite(self.last_val[key]):
                 self.history.setdefault(key, []).append(
                     [self.engine.global_step, self.last_val[key]]
