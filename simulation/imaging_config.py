@@ -55,6 +55,27 @@ class VendorLook(_Strict):
         return self
 
 
+class ViewOutline(_Strict):
+    """Breast outline of one view family. Every factor only enlarges the projected 3D
+    half-ellipsoid (never shrinks it), so ducts and lesions stay inside the skin line."""
+
+    droop: Range = [-0.1, 0.1]  # nipple-axis slope: v (down) per mm of u towards the nipple
+    half_height_up: Range = [1.0, 1.25]  # outline above the axis / projected breast's (>= 1)
+    half_height_down: Range = [1.0, 1.15]  # below the axis (>= 1: a fuller lower pole)
+    squareness: Range = [2.0, 2.5]  # superellipse exponent (2: ellipse; >= 2)
+    nipple_height_fraction: Range = [0.5, 0.5]  # nipple row / image height (before the offset)
+
+    @model_validator(mode="after")
+    def _encloses_the_breast(self) -> ViewOutline:
+        if min(self.half_height_up[0], self.half_height_down[0]) < 1.0:
+            raise ValueError("outline half-height factors must be >= 1 (ducts stay inside)")
+        if self.squareness[0] < 2.0:
+            raise ValueError("outline squareness must be >= 2 (ducts stay inside)")
+        if not 0.0 < self.nipple_height_fraction[0] <= self.nipple_height_fraction[1] < 1.0:
+            raise ValueError("nipple_height_fraction must lie in (0, 1)")
+        return self
+
+
 def _default_vendors() -> list[VendorLook]:
     return [
         VendorLook(name="hologic_like", pixel_spacing_mm=[0.07], tone="sigmoid"),
@@ -91,6 +112,33 @@ class ImagingConfig(_Strict):
     magnification: Range = [1.0, 1.08]  # breast plane to detector (contact geometry)
     chest_wall_offset_mm: Range = [-12.0, 3.0]  # image edge behind (+) or in front of the wall
     vertical_offset_fraction: Range = [-0.08, 0.08]  # breast centre shift, fraction of height
+    # outline per view family: CC semicircular-ish; ML droops; MLO oblique (long upper
+    # contour to the axilla, nipple at mid-height or lower, lower pole curving to the fold)
+    outline_cc: ViewOutline = Field(default_factory=ViewOutline)
+    outline_ml: ViewOutline = Field(
+        default_factory=lambda: ViewOutline(
+            droop=[0.05, 0.3],
+            half_height_up=[1.0, 1.4],
+            half_height_down=[1.0, 1.3],
+            squareness=[2.0, 2.4],
+            nipple_height_fraction=[0.5, 0.62],
+        )
+    )
+    outline_mlo: ViewOutline = Field(
+        default_factory=lambda: ViewOutline(
+            droop=[0.2, 0.5],
+            half_height_up=[1.0, 1.2],
+            half_height_down=[1.0, 1.35],
+            squareness=[2.0, 2.4],
+            nipple_height_fraction=[0.52, 0.68],
+        )
+    )
+    axilla_width_fraction: Range = [0.3, 0.6]  # MLO: skin line at the top edge, of the depth
+    abdomen_probability: float = Field(0.5, ge=0, le=1)  # MLO: skin fold below the IMF
+    abdomen_size_mm: Range = [10.0, 35.0]  # its depth from the image edge
+    nipple_off_profile_probability: float = Field(0.2, ge=0, le=1)  # projected over the breast
+    nipple_off_profile_mm: Range = [3.0, 12.0]  # how far the outline reaches past its tip
+    nipple_tilt_deg: Range = [30.0, 70.0]  # out-of-plane turn of the nipple and cannula
     pectoral_on_cc_probability: float = Field(0.15, ge=0, le=1)
     pectoral_on_cc_width_mm: Range = [4.0, 12.0]  # the sliver's depth at the posterior edge
     pectoral_on_cc_strength: Range = [0.15, 0.4]  # muscle fraction of the path at its core
@@ -111,6 +159,9 @@ class ImagingConfig(_Strict):
     fine_texture_strength: Range = [0.05, 0.15]  # sub-mm trabecular detail, glandular units
     fine_texture_beta: Range = [2.3, 2.9]  # its power-law exponent (lower: finer)
     vendors: list[VendorLook] = Field(default_factory=_default_vendors, min_length=1)
+
+    def outline(self, view: str) -> ViewOutline:
+        return {"CC": self.outline_cc, "ML": self.outline_ml, "MLO": self.outline_mlo}[view]
 
     @model_validator(mode="after")
     def _physical(self) -> ImagingConfig:

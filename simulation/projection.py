@@ -12,7 +12,7 @@ joints are seamless; chains add up, so crossing ducts are denser where they over
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from skimage.draw import line as draw_line
@@ -263,6 +263,36 @@ def draw_centerline(scene: Scene, geom: ViewGeometry, out: np.ndarray) -> None:
             out[rr[ok], cc[ok]] = 1
 
 
+def view_cannula(scene: Scene, geom: ViewGeometry) -> list[Tube]:
+    """The cannula and tubing as placed for this view.
+
+    They hang outside the breast and are repositioned between views; with an off-profile
+    nipple everything outside the orifice turns out of the image plane by the nipple's tilt
+    (about the in-plane axis across the nipple), so the cannula enters obliquely,
+    foreshortened over the breast. The part inside the duct stays where it is.
+    """
+    if geom.nipple_in_profile or not scene.cannula:
+        return scene.cannula
+    e_c = geom.matrix[2] / np.linalg.norm(geom.matrix[2])
+    axis = np.cross(np.array([1.0, 0.0, 0.0]), e_c)
+    axis /= np.linalg.norm(axis)
+    angle = np.deg2rad(geom.nipple_tilt_deg)
+    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    turn = np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
+    origin = np.asarray(scene.orifice, dtype=float)
+
+    def moved(p: np.ndarray) -> np.ndarray:
+        return origin + turn @ (p - origin)
+
+    first = scene.cannula[0]
+    tubes = [  # the inserted part stays in the channel; the rest turns about the orifice
+        replace(first, p1=origin.copy()),
+        replace(first, p0=origin.copy(), p1=moved(first.p1)),
+    ]
+    tubes += [replace(t, p0=moved(t.p0), p1=moved(t.p1)) for t in scene.cannula[1:]]
+    return tubes
+
+
 def project_primitives(
     scene: Scene, geom: ViewGeometry, contrast_scale: float = 1.0
 ) -> PrimitiveMaps:
@@ -280,7 +310,7 @@ def project_primitives(
             keep[("blob", b)] = None
 
     tubes = []
-    for group, items in (("tree", scene.tubes), ("cannula", scene.cannula)):
+    for group, items in (("tree", scene.tubes), ("cannula", view_cannula(scene, geom))):
         for i, tube in enumerate(items):
             strength = _filled(tube) * (contrast_scale if tube.material == "iodine" else 1.0)
             proj = project_tube(tube, geom, strength if strength > 0 else 1.0)

@@ -55,37 +55,56 @@ def _effective_energy(config: ImagingConfig, thickness: float, rng: np.random.Ge
     return float(lo + (hi - lo) * np.clip(frac, 0.0, 1.0))
 
 
+def _nipple_frame(geom: ViewGeometry, box, tip: np.ndarray):
+    """(t, d) px over ``box``: t behind the tip along the nipple axis, d across it."""
+    a = geom.nipple_axis
+    x = np.arange(box[0], box[2], dtype=np.float32)[None, :] + np.float32(0.5 - tip[0])
+    y = np.arange(box[1], box[3], dtype=np.float32)[:, None] + np.float32(0.5 - tip[1])
+    t = -(x * np.float32(a[0]) + y * np.float32(a[1]))
+    d = y * np.float32(a[0]) - x * np.float32(a[1])
+    return t, d
+
+
+def _axis_box(geom: ViewGeometry, tip: np.ndarray, back: float, front: float, half: float):
+    """Pixel box around the nipple axis from ``front`` px past the tip to ``back`` px behind
+    it, ``half`` px to each side."""
+    a = geom.nipple_axis
+    n = np.array([-a[1], a[0]])
+    corners = np.array(
+        [tip + sa * a + sn * half * n for sa in (front, -back) for sn in (-1.0, 1.0)]
+    )
+    box = (
+        max(int(np.floor(corners[:, 0].min())), 0),
+        max(int(np.floor(corners[:, 1].min())), 0),
+        min(int(np.ceil(corners[:, 0].max())), geom.cols),
+        min(int(np.ceil(corners[:, 1].max())), geom.rows),
+    )
+    return box if box[0] < box[2] and box[1] < box[3] else None
+
+
 def _nipple_path(scene: Scene, geom: ViewGeometry, rng: np.random.Generator):
     """Path length (mm) through the nipple in profile and the box it covers, or None.
 
-    The nipple is a solid of revolution: an elliptical dome at the tip, a slightly widening
-    body and a small flare where it meets the areola. Behind the skin line its path fades
-    over a few millimetres into the subareolar tissue, so the bump is continuous with the
-    skin line (no gap, no halo).
+    The nipple is a solid of revolution about the (drooping) nipple axis: an elliptical
+    dome at the tip, a slightly widening body and a small flare where it meets the areola.
+    Behind the skin line its path fades over a few millimetres into the subareolar tissue,
+    so the bump is continuous with the skin line (no gap, no halo).
     """
     sp = geom.spacing_mm
     r = scene.breast.nipple_radius / sp
     tip = geom.to_canonical_px(np.zeros(3))[0]
     base_u = (geom.chest_wall_u + geom.body_depth) / sp
-    protrusion = max(tip[0] - base_u, 1.0)
+    protrusion = max((tip[0] - base_u) * float(np.hypot(1.0, geom.droop)), 1.0)
     dome = rng.uniform(0.5, 1.0) * min(protrusion, 1.2 * r)
     widen = rng.uniform(0.0, 0.25)
-    box = (
-        max(int(np.floor(base_u - 8.0 / sp)), 0),
-        max(int(np.floor(tip[1] - 1.5 * r - 1)), 0),
-        min(int(np.ceil(tip[0] + 2.0)), geom.cols),
-        min(int(np.ceil(tip[1] + 1.5 * r + 1)), geom.rows),
-    )
-    if box[0] >= box[2] or box[1] >= box[3]:
+    box = _axis_box(geom, tip, protrusion + 8.0 / sp, 2.0, 1.5 * r + 1)
+    if box is None:
         return None
-    x = np.arange(box[0], box[2], dtype=np.float32)[None, :] + np.float32(0.5)
-    y = np.arange(box[1], box[3], dtype=np.float32)[:, None] + np.float32(0.5)
-    t = np.float32(tip[0]) - x
+    t, d = _nipple_frame(geom, box, tip)
     s = np.clip(t / np.float32(protrusion), 0.0, 1.0)
     cap = 1.0 - np.square(1.0 - np.clip(t / np.float32(dome), 0.0, 1.0))
     flare = np.square(np.clip((s - 0.8) / 0.2, 0.0, 1.0))
     radius = np.float32(r) * np.sqrt(cap) * (1.0 + np.float32(widen) * s + 0.2 * flare)
-    d = y - np.float32(tip[1])
     chord = 2.0 * np.sqrt(np.maximum(radius * radius - d * d, 0.0)) * np.float32(sp)
     chord *= t >= 0
     behind = np.maximum((t - np.float32(protrusion)) * np.float32(sp) - np.float32(1.0), 0.0)
@@ -94,14 +113,44 @@ def _nipple_path(scene: Scene, geom: ViewGeometry, rng: np.random.Generator):
     return box, chord.astype(np.float32)
 
 
-def _areola(geom: ViewGeometry, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """Row weights (0..1) of the thickened areolar skin around the nipple, and its excess."""
+def _nipple_en_face(scene: Scene, geom: ViewGeometry, rng: np.random.Generator):
+    """Excess path (mm) of an off-profile nipple projected over the breast, and its box.
+
+    Turned out of the image plane by ``nipple_tilt_deg``, the nipple shows as a soft, round
+    to oval density centred on its tip, foreshortened along its axis.
+    """
     sp = geom.spacing_mm
-    tip_v = geom.nipple_uv[1] / sp
+    breast = scene.breast
+    r = breast.nipple_radius / sp
+    tilt = np.deg2rad(abs(geom.nipple_tilt_deg))
+    length = geom.scales[0] * breast.nipple_length / sp * np.cos(tilt)  # foreshortened
+    along = r + 0.5 * length
+    tip = geom.to_canonical_px(np.zeros(3))[0]
+    centre_t = 0.5 * length  # the oval covers the nipple from its tip back to its base
+    box = _axis_box(geom, tip, length + r + 2, r + 2, r + 2)
+    if box is None:
+        return None
+    t, d = _nipple_frame(geom, box, tip)
+    rho2 = np.square((t - np.float32(centre_t)) / np.float32(along)) + np.square(d / np.float32(r))
+    inside = np.maximum(1.0 - rho2, 0.0)
+    peak = min(breast.nipple_length * np.sin(tilt) + 2.0, 2.0 * breast.nipple_radius)
+    chord = np.power(inside, np.float32(0.6)) * np.float32(peak * rng.uniform(0.7, 1.1))
+    return box, chord.astype(np.float32)
+
+
+def _areola(geom: ViewGeometry, rng: np.random.Generator):
+    """Weights (0..1, over a box) of the thickened areolar skin around a nipple in profile,
+    the box, and the excess; the weights fall off across the nipple axis."""
+    sp = geom.spacing_mm
+    tip = geom.nipple_uv / sp
     radius = rng.uniform(12.0, 22.0) / sp
-    rows = np.arange(geom.rows, dtype=np.float32) + np.float32(0.5)
-    w = np.exp(-(((rows - np.float32(tip_v)) / np.float32(radius)) ** 4))
-    return w.astype(np.float32)[:, None], float(rng.uniform(0.1, 0.4))
+    extra = float(rng.uniform(0.1, 0.4))
+    box = _axis_box(geom, tip, 2.0 * radius, 2.0 * radius, 1.6 * radius)
+    if box is None or not geom.nipple_in_profile:
+        return None, None, extra
+    _, d = _nipple_frame(geom, box, tip)
+    w = np.exp(-np.square(np.square(d / np.float32(radius))))
+    return w.astype(np.float32), box, extra
 
 
 def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):
@@ -118,8 +167,9 @@ def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):
     inner, skin = thickness_profile(edge, geom.thickness_mm, breast.skin_thickness)
     mu_skin = np.float32(physics.attenuation("skin", energy))
     # areola: the skin around the nipple is thicker (it shows only near the skin line)
-    areola, extra = _areola(geom, rng)
-    skin *= 1.0 + np.float32(extra) * areola
+    areola, abox, extra = _areola(geom, rng)
+    if areola is not None:
+        skin[abox[1] : abox[3], abox[0] : abox[2]] *= 1.0 + np.float32(extra) * areola
     # fine trabecular detail on a grid of half the coarse spacing, strongest at the
     # gland/fat margins and in the glands, none in the muscle; then to the image grid
     mid_shape = (2 * mu_inner.shape[0], 2 * mu_inner.shape[1])
@@ -138,7 +188,15 @@ def _line_integral(scene, geom, config, rng, energy, prims: PrimitiveMaps):
     # it knows the skin only roughly: the skin line stays visible, thin and moderate
     shape = inner * mu_mean
     shape += skin * np.float32(0.5 * (mu_mean + mu_skin))
-    nipple = _nipple_path(scene, geom, rng)
+    if not geom.nipple_in_profile:  # projected over the breast: a soft, round density
+        nipple = _nipple_en_face(scene, geom, rng)
+        if nipple is not None:
+            box, chord = nipple
+            chord *= np.float32(mu_skin - mu_fat)
+            total[box[1] : box[3], box[0] : box[2]] += chord
+        nipple = None
+    else:
+        nipple = _nipple_path(scene, geom, rng)
     if nipple is not None:  # the path is at least the nipple's: a bump continuous with the skin
         box, chord = nipple
         region = (slice(box[1], box[3]), slice(box[0], box[2]))

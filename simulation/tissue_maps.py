@@ -19,6 +19,7 @@ from .scene import Breast
 from .views import ViewGeometry
 
 COARSE_MM = 0.5  # grid of the smooth fields
+ARC_PX = 60.0 / COARSE_MM  # polar texture: coarse px of arc per radian around the nipple
 
 
 @dataclass
@@ -66,19 +67,31 @@ def _coarse_coords(geom: ViewGeometry) -> tuple[np.ndarray, np.ndarray, tuple[fl
     return u, v, (sr, sc)
 
 
-def edge_distance(geom: ViewGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Approximate distance (mm) inside the compressed breast outline.
-
-    The outline is a half-ellipse from the chest wall to the areola (taller towards the axilla
-    on ML/MLO); behind the chest wall the tissue runs to the image edge.
-    """
-    du = np.maximum(u - np.float32(geom.chest_wall_u), 0.0) / np.float32(geom.body_depth)
-    up = v < geom.centre_v
-    b = np.where(up, np.float32(geom.half_height_up), np.float32(geom.half_height_down))
-    dv = (v - np.float32(geom.centre_v)) / b
-    rho = np.sqrt(du * du + dv * dv)
-    grad = np.sqrt((du / geom.body_depth) ** 2 + (dv / b) ** 2) / np.maximum(rho, 1e-6)
+def _distance_inside(rho: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """First-order distance (mm) to the level set ``rho = 1`` (positive where rho < 1)."""
+    gv, gu = np.gradient(rho, spacing[0], spacing[1])
+    grad = np.sqrt(gu * gu + gv * gv)
     return ((1.0 - rho) / np.maximum(grad, 1e-6)).astype(np.float32)
+
+
+def edge_distance(geom: ViewGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Approximate distance (mm) inside the compressed breast outline, on a regular grid
+    (``u`` a row vector, ``v`` a column vector of at least two samples each).
+
+    The outline (``ViewGeometry.outline_rho``) is a half-(super)ellipse from the chest wall
+    to the areola, sheared along a drooping or oblique nipple axis, taller towards the
+    axilla on ML/MLO; behind the chest wall the tissue runs to the image edge. On MLO an
+    abdominal skin fold may show below the inframammary fold.
+    """
+    spacing = (float(v[1, 0] - v[0, 0]), float(u[0, 1] - u[0, 0]))
+    edge = _distance_inside(geom.outline_rho(u, v), spacing)
+    axilla = geom.axilla_distance(u, v)
+    if axilla is not None:
+        np.maximum(edge, axilla, out=edge)
+    abdomen = geom.abdomen_rho(u, v)
+    if abdomen is not None:
+        np.maximum(edge, _distance_inside(abdomen, spacing), out=edge)
+    return edge
 
 
 def glandular_fraction(
@@ -100,7 +113,7 @@ def glandular_fraction(
     """
     nipple_u = geom.nipple_uv[0]
     depth = (nipple_u - u) / max(nipple_u - geom.chest_wall_u, 1.0)  # 0 nipple .. 1 chest wall
-    lateral = (v - geom.centre_v) / np.float32(geom.half_height_down)
+    lateral = (v - geom.axis_v(u)) / np.float32(geom.half_height_down)
     # upper-outer bias: rows run medial (CC) or down (MLO), so both put it at negative v
     shift = rng.uniform(0.0, 0.25)
     width = 0.35 + 0.45 * np.clip(depth, 0.0, 1.0)
@@ -109,8 +122,11 @@ def glandular_fraction(
     beta = triangular(rng, config.texture_beta, config.texture_beta_mode)
     # tissue flows towards the nipple: part of the noise is sampled in polar coordinates
     polar = _polar_coords(u, v, nipple_u, geom.centre_v)
-    texture = _warped(power_law_noise(rng, edge.shape, beta, stretch=1.6), polar)
-    clouds = 0.6 * _warped(power_law_noise(rng, edge.shape, 3.2, stretch=1.4), polar)
+    # the rays converge on the nipple: fade the warped part out within ~10 mm of it (an
+    # off-profile nipple lies inside the breast, where a starburst would show)
+    near = 1.0 - np.exp(-np.square(polar[1] * np.float32(COARSE_MM / 10.0)))
+    texture = near * _warped(power_law_noise(rng, edge.shape, beta, stretch=1.6), polar)
+    clouds = 0.6 * near * _warped(power_law_noise(rng, edge.shape, 3.2, stretch=1.4), polar)
     clouds += 0.8 * power_law_noise(rng, edge.shape, 3.2)
     lobules = power_law_noise(rng, edge.shape, 2.8)  # fat lobules: scalloped margins
     field = 1.6 * profile + 0.6 * clouds + 0.3 * texture + 0.2 * lobules
@@ -125,7 +141,7 @@ def glandular_fraction(
     steep = 1.6 * sample(rng, config.texture_contrast)
     frac = 1.0 / (1.0 + np.exp(-steep * (field - threshold)))
     # dense tissue is never a uniform plateau: the stroma/fat mix along the path varies
-    mottle = 1.0 / (1.0 + np.exp(-1.5 * power_law_noise(rng, edge.shape, 2.2)))
+    mottle = 0.15 + 0.85 / (1.0 + np.exp(-1.5 * power_law_noise(rng, edge.shape, 2.2)))
     frac *= 1.0 - np.float32(sample(rng, config.dense_mottle)) * frac * mottle
     # Cooper's ligaments: thin, gently curved strands through the fat towards the skin. They
     # are level lines of a phase that grows steadily across the rays from the nipple plus a
@@ -146,14 +162,17 @@ def _polar_coords(u: np.ndarray, v: np.ndarray, nipple_u: float, nipple_v: float
     """(row, col) positions into a noise grid indexed by (angle arc, radius) around the nipple."""
     du, dv = nipple_u - u, v - nipple_v
     radius = np.sqrt(du * du + dv * dv) / COARSE_MM
-    arc = np.arctan2(dv, du) * (60.0 / COARSE_MM)  # arc length at 60 mm from the nipple
+    arc = np.arctan2(dv, du) * np.float32(ARC_PX)  # arc length at 60 mm from the nipple
     return np.stack(np.broadcast_arrays(arc, radius))
 
 
 def _warped(noise: np.ndarray, polar: np.ndarray) -> np.ndarray:
     """Noise resampled on polar coordinates: structures elongate along rays from the nipple."""
     rows, cols = noise.shape
-    coords = np.stack([np.mod(polar[0] + rows / 2, rows), np.mod(polar[1], cols)])
+    # one turn around the nipple spans exactly the (periodic) noise rows: no seam in front
+    # of an off-profile nipple
+    turn = np.float32(rows / (2 * np.pi * ARC_PX))
+    coords = np.stack([np.mod(polar[0] * turn + rows / 2, rows), np.mod(polar[1], cols)])
     return map_coordinates(noise, coords, order=1, mode="grid-wrap").astype(np.float32)
 
 

@@ -45,6 +45,18 @@ class ViewGeometry:
     half_height_down: float  # outline semi-axis towards the image bottom
     half_height_up: float  # outline semi-axis towards the image top (axilla on MLO)
     obliquity_deg: float  # MLO angle (0 for ML, 90 for CC)
+    # outline variation (all enlarge the projected 3D half-ellipsoid, never shrink it, so
+    # every duct and lesion stays inside the skin line)
+    droop: float = 0.0  # the nipple axis drops this many mm of v per mm of u towards the nipple
+    squareness: float = 2.0  # superellipse exponent of the outline (2: ellipse, more: fuller)
+    abdomen: tuple[float, float, float, float] | None = None  # (u, v, semi-u, semi-v) mm
+    axilla: tuple[float, float, float, float] | None = None  # MLO: top and tangent points (u, v)
+    nipple_tilt_deg: float = 0.0  # out-of-plane turn of the nipple (0: in profile)
+    apex_bulge: tuple[float, float, float] = (0.0, 0.0, 1.0)  # (growth, angle, width) radians
+
+    @property
+    def nipple_in_profile(self) -> bool:
+        return self.nipple_tilt_deg == 0.0
 
     @property
     def rows(self) -> int:
@@ -77,6 +89,67 @@ class ViewGeometry:
     @property
     def nipple_uv(self) -> np.ndarray:
         return self.to_plane(np.zeros(3))[0, :2]
+
+    @property
+    def nipple_axis(self) -> np.ndarray:
+        """Unit in-plane direction (u, v) from the nipple base towards its tip."""
+        d = np.array([1.0, self.droop])
+        return d / np.linalg.norm(d)
+
+    def axis_v(self, u: np.ndarray) -> np.ndarray:
+        """v of the nipple axis at ``u`` (constant behind the chest wall)."""
+        u = np.maximum(u, np.float32(self.chest_wall_u))
+        return np.float32(self.centre_v) + np.float32(self.droop) * (
+            u - np.float32(self.nipple_uv[0])
+        )
+
+    def outline_rho(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Normalised radius of the breast outline at (u, v) mm: < 1 inside the skin line.
+
+        The projected 3D half-ellipsoid is the ellipse ``rho = 1`` in a frame sheared along
+        the nipple axis (the view matrix applies the same shear); the taller top (axillary
+        tail), fuller superellipse and bulge past an off-profile nipple only enlarge it.
+        """
+        uc = np.maximum(u - np.float32(self.chest_wall_u), 0.0)
+        du = uc / np.float32(self.body_depth)
+        dv = v - self.axis_v(u)
+        dv = dv / np.where(
+            dv < 0, np.float32(self.half_height_up), np.float32(self.half_height_down)
+        )
+        p = np.float32(self.squareness)
+        if p == 2.0:
+            rho = np.sqrt(du * du + dv * dv)
+        else:
+            rho = np.power(np.power(du, p) + np.power(np.abs(dv), p), np.float32(1.0) / p)
+        growth, angle, width = self.apex_bulge
+        if growth > 0:  # the breast reaches past an off-profile nipple
+            phi = np.arctan2(dv, du) - np.float32(angle)
+            rho = rho / (1.0 + np.float32(growth) * np.exp(-np.square(phi / np.float32(width))))
+        return rho.astype(np.float32)
+
+    def axilla_distance(self, u: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+        """Signed distance (mm, > 0 inside) to the axillary tail on MLO: the triangle between
+        the top point ``(u_top, v_top)``, the point where a straight skin line from it touches
+        the breast outline ``(u_t, v_t)``, and the image edge; with the outline it makes the
+        convex hull of the breast and the top point."""
+        if self.axilla is None:
+            return None
+        u_top, v_top, u_t, v_t = self.axilla
+        du, dv = u_t - u_top, v_t - v_top
+        norm = float(np.hypot(du, dv))
+        line = (v - np.float32(v_top)) * np.float32(du / norm) - (
+            (u - np.float32(u_top)) * np.float32(dv / norm)
+        )  # > 0 below-left of the skin line
+        return np.minimum(np.minimum(line, np.float32(u_t) - u), np.float32(v_t) - v)
+
+    def abdomen_rho(self, u: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+        """Normalised radius of the abdominal skin fold below the inframammary fold (MLO)."""
+        if self.abdomen is None:
+            return None
+        u0, v0, au, av = self.abdomen
+        du = (u - np.float32(u0)) / np.float32(au)
+        dv = (v - np.float32(v0)) / np.float32(av)
+        return np.sqrt(du * du + dv * dv).astype(np.float32)
 
 
 def view_axes(view: str, obliquity_deg: float) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +201,11 @@ def make_view_geometry(
     chest_wall_u = sample(rng, config.chest_wall_offset_mm)
     nipple_u = chest_wall_u + s_x * breast.depth
     half_v = s_v * h_v
-    up = 1.0 if view == "CC" else rng.uniform(1.3, 1.7)  # axillary tail on ML/MLO
+    outline = config.outline(view)
+    droop = sample(rng, outline.droop)
+    up = sample(rng, outline.half_height_up)  # axillary tail on ML/MLO
+    down = sample(rng, outline.half_height_down)  # a fuller, drooping lower pole
+    squareness = sample(rng, outline.squareness)
 
     # the smallest detector field that holds the breast (mm at the detector plane)
     fields = sorted(config.field_sizes_mm, key=lambda f: f[0] * f[1])
@@ -142,10 +219,39 @@ def make_view_geometry(
     rows = round(field[1] / magnification / obj_spacing)
     height_mm = rows * obj_spacing
     shift = sample(rng, config.vertical_offset_fraction) * height_mm
-    centre_v = height_mm * (0.5 if view == "CC" else 0.58) + shift
+    centre_v = height_mm * sample(rng, outline.nipple_height_fraction) + shift
 
+    # the droop shears v along u about the nipple: the chest-wall base of the breast sits
+    # droop * depth above the nipple (oblique MLO, drooping ML, a CC nipple turned aside)
     matrix = np.stack([-s_x * np.array([1.0, 0.0, 0.0]), s_v * e_v, s_c * e_c])
+    matrix[1] += droop * matrix[0]
     offset = np.array([chest_wall_u + s_x * breast.depth, centre_v, 0.0])
+    body_depth = s_x * (breast.depth - breast.nipple_length)
+
+    # the abdominal skin fold below the inframammary fold, at the lower posterior corner
+    abdomen = None
+    imf_v = centre_v - droop * s_x * breast.depth + half_v * down
+    if view == "MLO" and imf_v < height_mm and rng.random() < config.abdomen_probability:
+        au = sample(rng, config.abdomen_size_mm)
+        av = au * rng.uniform(1.0, 2.0)
+        abdomen = (min(chest_wall_u, 0.0) - 0.2 * au, imf_v + rng.uniform(0.6, 0.9) * av, au, av)
+
+    # MLO: the axillary tail runs up along the muscle to above the top edge
+    axilla = None
+    if view == "MLO":
+        u_top = chest_wall_u + sample(rng, config.axilla_width_fraction) * s_x * breast.depth
+        axilla = _axilla(
+            u_top, -10.0, chest_wall_u, body_depth, centre_v, droop, s_x * breast.depth, half_v * up
+        )
+
+    # an off-profile nipple projects over the breast: the outline reaches past its tip
+    tilt, bulge = 0.0, (0.0, 0.0, 1.0)
+    if rng.random() < config.nipple_off_profile_probability:
+        tilt = sample(rng, config.nipple_tilt_deg) * rng.choice([-1.0, 1.0])
+        reach = nipple_u + sample(rng, config.nipple_off_profile_mm) - chest_wall_u
+        angle, width = rng.uniform(-0.25, 0.25), rng.uniform(0.5, 0.8)
+        growth = (reach / body_depth - 1.0) * np.exp((angle / width) ** 2)  # at the nipple
+        bulge = (float(growth), angle, width)
     return ViewGeometry(
         view=view,
         laterality=breast.laterality,
@@ -156,9 +262,29 @@ def make_view_geometry(
         thickness_mm=thickness,
         scales=(float(s_x), float(s_v), float(s_c)),
         chest_wall_u=chest_wall_u,
-        body_depth=s_x * (breast.depth - breast.nipple_length),
+        body_depth=body_depth,
         centre_v=centre_v,
-        half_height_down=half_v,
+        half_height_down=half_v * down,
         half_height_up=half_v * up,
         obliquity_deg=obliquity,
+        droop=droop,
+        squareness=squareness,
+        abdomen=abdomen,
+        axilla=axilla,
+        nipple_tilt_deg=float(tilt),
+        apex_bulge=bulge,
     )
+
+
+def _axilla(u_top, v_top, chest_wall_u, body_depth, nipple_v, droop, nipple_depth, half_up):
+    """Top point and tangent point of the straight axillary skin line on MLO, or None when the
+    breast outline already reaches above the top point."""
+    t = np.linspace(0.0, np.pi / 2, 256)
+    u = chest_wall_u + body_depth * np.cos(t)
+    v = nipple_v + droop * (u - chest_wall_u - nipple_depth) - half_up * np.sin(t)
+    if v.min() <= v_top or u_top >= u.max():
+        return None
+    right = u > u_top
+    angle = np.arctan2(v[right] - v_top, u[right] - u_top)
+    k = int(np.argmin(angle))
+    return (float(u_top), float(v_top), float(u[right][k]), float(v[right][k]))
