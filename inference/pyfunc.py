@@ -23,21 +23,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+with warnings.catch_warnings():
+    # MLflow 3 warns about its own built-in type hints ("Any type hint ...") on first import.
+    warnings.simplefilter("ignore", UserWarning)
+    import mlflow.pyfunc
 
 from ductai.data.labels import FINDINGS
 from ductai.models.checkpoint import load_checkpoint
 from ductai.models.registry import create_model
 
 ARTIFACT = "checkpoint"
-
-# The signature is given explicitly (see ``signature``), so MLflow's advice to type-annotate
-# predict(), issued when the class below is defined, does not apply.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
@@ -47,44 +47,49 @@ def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> torc
     return model.to(device).eval()
 
 
-class DuctaiModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context) -> None:
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        payload = load_checkpoint(context.artifacts[ARTIFACT])
-        self.config = payload["config"]
-        self.task = self.config["task"]
-        self.model = model_from_checkpoint(payload, self.device)
-        if self.task == "segmentation":
-            from monai.inferers import SlidingWindowInferer
+# MLflow inspects predict()'s type hints when the class is defined and advises adding them
+# (for data validation); the signature is explicit here (``signature``), so it does not apply.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
 
-            v = self.config["validation"]
-            self.inferer = SlidingWindowInferer(
-                roi_size=tuple(v["roi_size"]),
-                sw_batch_size=v["sw_batch_size"],
-                overlap=v["overlap"],
-                mode="gaussian",
-            )
-
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        image = np.asarray(model_input, dtype=np.float32)
-        if image.ndim == 3 and image.shape[0] == 1:
-            image = image[0]
-        if image.ndim != 2:
-            raise ValueError(f"expected one canonical image [H, W], got shape {image.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(self.device)
-        with torch.inference_mode():
+    class DuctaiModel(mlflow.pyfunc.PythonModel):
+        def load_context(self, context) -> None:
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            payload = load_checkpoint(context.artifacts[ARTIFACT])
+            self.config = payload["config"]
+            self.task = self.config["task"]
+            self.model = model_from_checkpoint(payload, self.device)
             if self.task == "segmentation":
-                probs = torch.sigmoid(self.inferer(x, self.model))[0]
-                return {"probabilities": probs.float().cpu().numpy()}
-            (det,) = self.model(x)
-        keep = np.ones(len(det["labels"]), bool)
-        if not (params or {}).get("include_mimics", False):
-            keep = det["labels"].cpu().numpy() < len(FINDINGS)
-        return {
-            "boxes": det["boxes"].float().cpu().numpy()[keep].reshape(-1, 4),
-            "scores": det["scores"].float().cpu().numpy()[keep],
-            "labels": det["labels"].cpu().numpy().astype(np.int64)[keep],
-        }
+                from monai.inferers import SlidingWindowInferer
+
+                v = self.config["validation"]
+                self.inferer = SlidingWindowInferer(
+                    roi_size=tuple(v["roi_size"]),
+                    sw_batch_size=v["sw_batch_size"],
+                    overlap=v["overlap"],
+                    mode="gaussian",
+                )
+
+        def predict(self, context, model_input, params: dict[str, Any] | None = None):
+            image = np.asarray(model_input, dtype=np.float32)
+            if image.ndim == 3 and image.shape[0] == 1:
+                image = image[0]
+            if image.ndim != 2:
+                raise ValueError(f"expected one canonical image [H, W], got shape {image.shape}")
+            x = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(self.device)
+            with torch.inference_mode():
+                if self.task == "segmentation":
+                    probs = torch.sigmoid(self.inferer(x, self.model))[0]
+                    return {"probabilities": probs.float().cpu().numpy()}
+                (det,) = self.model(x)
+            keep = np.ones(len(det["labels"]), bool)
+            if not (params or {}).get("include_mimics", False):
+                keep = det["labels"].cpu().numpy() < len(FINDINGS)
+            return {
+                "boxes": det["boxes"].float().cpu().numpy()[keep].reshape(-1, 4),
+                "scores": det["scores"].float().cpu().numpy()[keep],
+                "labels": det["labels"].cpu().numpy().astype(np.int64)[keep],
+            }
 
 
 def signature(task: str) -> ModelSignature:

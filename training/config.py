@@ -36,6 +36,8 @@ class SimulationSource(_Section):
     train_seed: int | None = None
     val_seed: int | None = None
     train_length: int | None = Field(None, ge=1)  # None: endless, new breasts every epoch
+    # Endless source: crops cut from each rendered view (rendering costs more than a crop).
+    crops_per_view: int = Field(1, ge=1)
     val_length: int = Field(16, ge=1)
 
 

@@ -5,7 +5,9 @@ position ``p`` of the stream is item ``perm_{p // N}[p % N]`` with ``perm_q`` a 
 seeded by (seed, q). An epoch is ``steps_per_epoch`` steps of that stream, so a finite
 datalist is cycled and the simulator (N large) is an endless source, and a resume from a
 mid-epoch checkpoint continues at exactly the next batch. Like ``DistributedSampler``,
-each rank takes its own slice of every global batch.
+each rank takes its own slice of every global batch. ``shuffle=False`` (the endless
+simulator, new views every epoch anyway) keeps each batch's indices consecutive, so a view
+rendered once serves ``crops_per_view`` crops.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ class StepSampler(Sampler[int]):
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        shuffle: bool = True,
     ) -> None:
         self.n, self.batch_size, self.steps = num_items, batch_size, steps_per_epoch
-        self.seed, self.rank, self.world = seed, rank, world_size
+        self.seed, self.rank, self.world, self.shuffle = seed, rank, world_size, shuffle
         self.epoch, self.start_step = 0, 0
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
@@ -48,6 +51,9 @@ class StepSampler(Sampler[int]):
         for step in range(self.epoch * self.steps + self.start_step, (self.epoch + 1) * self.steps):
             first = (step * self.world + self.rank) * self.batch_size
             for p in range(first, first + self.batch_size):
+                if not self.shuffle:
+                    yield p % self.n
+                    continue
                 q = p // self.n
                 if q not in perms:
                     perms[q] = np.random.default_rng([self.seed, q]).permutation(self.n)
@@ -94,10 +100,11 @@ def build_datasets(config: TrainConfig, world_size: int = 1) -> tuple[Dataset, D
         train = simulated_dataset(
             config.trainer.steps_per_epoch * world_size,
             d.batch_size,
-            sim.preset,
-            d.spacing_mm,
-            train_seed,
-            train_tf,
+            config=sim.preset,
+            spacing_mm=d.spacing_mm,
+            seed=train_seed,
+            transform=train_tf,
+            crops_per_view=sim.crops_per_view,
         )
     else:
         train = SimulatedGalactograms(sim.preset, d.spacing_mm, sim.train_length, train_seed)

@@ -164,6 +164,7 @@ class Trainer:
             c.trainer.seed,
             ctx.rank,
             ctx.world_size,
+            shuffle=not hasattr(self.train_set, "set_epoch"),  # the endless source is new anyway
         )
         with quiet_root_logger():  # MONAI's detector reports its matcher set-up on the root logger
             model = create_model(c.model.name, **c.model.kwargs).to(ctx.device)
