@@ -112,7 +112,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     npy = state["numpy"]
-    keys = np.asarray(torch.as_tensor(npy["keys"]).numpy(), dtype=np.uint32)
+    # .cpu(): a checkpoint loaded with map_location="cuda" holds these tensors on the GPU.
+    keys = np.asarray(torch.as_tensor(npy["keys"]).cpu().numpy(), dtype=np.uint32)
     np.random.set_state(  # noqa: NPY002
         (npy["kind"], keys, int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached_gaussian"]))
     )
