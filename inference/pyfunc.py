@@ -47,49 +47,46 @@ def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> torc
     return model.to(device).eval()
 
 
-# MLflow inspects predict()'s type hints when the class is defined and advises adding them
-# (for data validation); the signature is explicit here (``signature``), so it does not apply.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
+class DuctaiModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        payload = load_checkpoint(context.artifacts[ARTIFACT])
+        self.config = payload["config"]
+        self.task = self.config["task"]
+        self.model = model_from_checkpoint(payload, self.device)
+        if self.task == "segmentation":
+            from monai.inferers import SlidingWindowInferer
 
-    class DuctaiModel(mlflow.pyfunc.PythonModel):
-        def load_context(self, context) -> None:
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-            payload = load_checkpoint(context.artifacts[ARTIFACT])
-            self.config = payload["config"]
-            self.task = self.config["task"]
-            self.model = model_from_checkpoint(payload, self.device)
+            v = self.config["validation"]
+            self.inferer = SlidingWindowInferer(
+                roi_size=tuple(v["roi_size"]),
+                sw_batch_size=v["sw_batch_size"],
+                overlap=v["overlap"],
+                mode="gaussian",
+            )
+
+    # np.ndarray: MLflow then neither infers a schema from the hint nor asks for one (the
+    # signature is explicit, see ``signature``).
+    def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None):
+        image = np.asarray(model_input, dtype=np.float32)
+        if image.ndim == 3 and image.shape[0] == 1:
+            image = image[0]
+        if image.ndim != 2:
+            raise ValueError(f"expected one canonical image [H, W], got shape {image.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(self.device)
+        with torch.inference_mode():
             if self.task == "segmentation":
-                from monai.inferers import SlidingWindowInferer
-
-                v = self.config["validation"]
-                self.inferer = SlidingWindowInferer(
-                    roi_size=tuple(v["roi_size"]),
-                    sw_batch_size=v["sw_batch_size"],
-                    overlap=v["overlap"],
-                    mode="gaussian",
-                )
-
-        def predict(self, context, model_input, params: dict[str, Any] | None = None):
-            image = np.asarray(model_input, dtype=np.float32)
-            if image.ndim == 3 and image.shape[0] == 1:
-                image = image[0]
-            if image.ndim != 2:
-                raise ValueError(f"expected one canonical image [H, W], got shape {image.shape}")
-            x = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(self.device)
-            with torch.inference_mode():
-                if self.task == "segmentation":
-                    probs = torch.sigmoid(self.inferer(x, self.model))[0]
-                    return {"probabilities": probs.float().cpu().numpy()}
-                (det,) = self.model(x)
-            keep = np.ones(len(det["labels"]), bool)
-            if not (params or {}).get("include_mimics", False):
-                keep = det["labels"].cpu().numpy() < len(FINDINGS)
-            return {
-                "boxes": det["boxes"].float().cpu().numpy()[keep].reshape(-1, 4),
-                "scores": det["scores"].float().cpu().numpy()[keep],
-                "labels": det["labels"].cpu().numpy().astype(np.int64)[keep],
-            }
+                probs = torch.sigmoid(self.inferer(x, self.model))[0]
+                return {"probabilities": probs.float().cpu().numpy()}
+            (det,) = self.model(x)
+        keep = np.ones(len(det["labels"]), bool)
+        if not (params or {}).get("include_mimics", False):
+            keep = det["labels"].cpu().numpy() < len(FINDINGS)
+        return {
+            "boxes": det["boxes"].float().cpu().numpy()[keep].reshape(-1, 4),
+            "scores": det["scores"].float().cpu().numpy()[keep],
+            "labels": det["labels"].cpu().numpy().astype(np.int64)[keep],
+        }
 
 
 def signature(task: str) -> ModelSignature:

@@ -173,7 +173,9 @@ class Trainer:
         optimizer = build_optimizer(model, c)
         scheduler = build_scheduler(optimizer, c, c.trainer.epochs * self.steps)
         self.engine = Engine(model, optimizer, scheduler, c, ctx, on_step=self.on_step)
-        payload = load_checkpoint(resume_path, map_location=ctx.device) if resume_path else None
+        # Loaded on the CPU: load_state_dict copies weights and optimizer state to the model's
+        # device, and the RNG states must stay CPU tensors.
+        payload = load_checkpoint(resume_path) if resume_path else None
         if payload is not None:
             self._restore(payload, resume_path)
         self.engine.model = dist.wrap(model, ctx)
