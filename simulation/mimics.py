@@ -43,10 +43,16 @@ def _bubble_row(place: Placement, cfg: MimicsConfig, rng) -> list[FindingDraft]:
     for _ in range(integer(rng, bc.count)):
         _, r, _ = point_at(branch, s)
         radius = uniform(rng, bc.radius_fraction) * r
-        # The bubble must fit the narrowest lumen along its own length.
-        for _ in range(3):
-            lumen = min(point_at(branch, s + k * radius)[1] for k in (0.0, 1.0, 2.0))
-            radius = min(radius, uniform(rng, bc.radius_fraction) * lumen)
+        # The bubble must fit the narrowest lumen along its own length, and fill most of
+        # it (shaped by the duct): where the calibre changes under it (the sinus opening
+        # out of the channel), it moves on to where the duct is even.
+        for _ in range(12):
+            lumens = [point_at(branch, s + k * radius)[1] for k in (0.0, 0.5, 1.0, 1.5, 2.0)]
+            radius = min(radius, uniform(rng, bc.radius_fraction) * min(lumens))
+            if radius >= bc.radius_fraction[0] * 0.9 * max(lumens) or s + 2 * radius > length:
+                break
+            s += 0.5
+            radius = uniform(rng, bc.radius_fraction) * point_at(branch, s)[1]
         center_s = s + radius
         if center_s + radius > length or radius < 0.05:
             break
