@@ -146,8 +146,10 @@ class PapillomaConfig(_Section):
     max_generation: int = Field(3, ge=0)
     elongation: Range = [1.0, 1.6]  # axial / cross-sectional radius
     lobulated_probability: Probability = 0.35
-    lobulation: Range = [0.15, 0.5]
-    rim_mm: Range = [0.2, 0.6]  # contrast rim around a non-obstructing papilloma
+    lobulation: Range = [0.1, 0.3]  # depth of the clefts between lobules (of the radius)
+    rim_mm: Range = [0.1, 0.45]  # contrast rim on the free side of a non-obstructing papilloma
+    attached_rim_fraction: Range = [0.0, 0.5]  # rim on the wall it grows from, of rim_mm
+    rim_max_duct_fraction: float = Field(0.4, gt=0.0)  # free rim <= this * duct radius
     obstructing_probability: Probability = 0.25
 
 
@@ -160,10 +162,17 @@ class CutoffConfig(_Section):
 
 class IrregularityConfig(_Section):
     length_mm: Range = [5.0, 20.0]
-    radius_factor: Range = [0.4, 1.6]
-    pitch_mm: Range = [0.4, 1.2]
-    defects: Range = [2, 5]
-    defect_radius_fraction: Range = [0.4, 0.8]  # of the local lumen radius
+    radius_factor: Range = [0.4, 1.6]  # clip of the calibre factor at each knot
+    variation: float = Field(0.4, ge=0.0)  # log-normal spread of the calibre factors
+    pitch_mm: Range = [0.4, 1.6]  # irregular intervals between knots of the calibre
+    narrowing_probability: Probability = 0.4  # an abrupt narrowing (encasement)
+    narrowing_factor: Range = [0.3, 0.55]
+    narrowing_length_mm: Range = [0.8, 3.0]
+    wobble_fraction: Range = [0.1, 0.35]  # sideways wander of the centreline, of the radius
+    notches: Range = [3, 8]  # lucent bites out of the margins
+    notch_radius_fraction: Range = [0.3, 0.65]  # of the local lumen radius
+    defects: Range = [1, 3]  # small intraluminal filling defects
+    defect_radius_fraction: Range = [0.3, 0.6]  # of the local lumen radius
     min_generation: int = Field(1, ge=0)
     max_generation: int = Field(4, ge=0)
 

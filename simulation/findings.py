@@ -164,16 +164,44 @@ def _frame(direction: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack([direction, e1, np.cross(direction, e1)], axis=1)
 
 
-def _widen(tree: DuctTree, b: int, s: float, profile, half: float, n: int = 13) -> None:
-    """Raise lumen radii around arc ``s`` to at least ``profile(t)``, t = arc - s."""
+def _straighten(tree: DuctTree, b: int, s: float, half: float) -> None:
+    """Make the centreline straight over arcs ``s +- half`` (a lesion's bed lies on one axis)."""
     branch = tree.branches[b]
-    insert_arcs(branch, s + np.linspace(-half, half, n))
-    t = arc_lengths(branch.points) - s
-    near = np.abs(t) <= half + 1e-6
-    branch.radii[near] = np.maximum(branch.radii[near], profile(t[near]))
+    length = branch_length(branch)
+    s0, s1 = max(s - half, 1e-3), min(s + half, length - 1e-3)
+    insert_arcs(branch, [s0, s, s1])
+    arcs = arc_lengths(branch.points)
+    i0, i1 = int(np.argmin(np.abs(arcs - s0))), int(np.argmin(np.abs(arcs - s1)))
+    if i1 - i0 < 2:
+        return
+    p0, p1 = branch.points[i0], branch.points[i1]
+    f = (arcs[i0 + 1 : i1] - arcs[i0]) / (arcs[i1] - arcs[i0])
+    branch.points[i0 + 1 : i1] = p0 + f[:, None] * (p1 - p0)
+
+
+def _nearest_arc(branch, point: np.ndarray) -> float:
+    """Arc length of the centreline point closest to ``point``."""
+    a, b = branch.points[:-1], branch.points[1:]
+    ab = b - a
+    t = np.clip(np.einsum("ij,ij->i", point - a, ab) / np.maximum(np.sum(ab * ab, 1), 1e-12), 0, 1)
+    d = np.linalg.norm(a + t[:, None] * ab - point, axis=1)
+    k = int(np.argmin(d))
+    return float(arc_lengths(branch.points)[k] + t[k] * np.linalg.norm(ab[k]))
 
 
 def _papilloma(place: Placement, cfg: FindingsConfig, obstructing: bool) -> FindingDraft | None:
+    """A lucent filling defect that the duct's lumen hugs with a thin rim of contrast.
+
+    The papilloma is an ellipsoid (lobulated: clefts between its lobules fill with contrast)
+    attached to one wall. Where it is wider than the duct, the duct is widened around it: an
+    exact lumen ellipsoid (an iodine blob of the finding, part of the duct) leaves a rim of
+    ``rim_mm`` on the free side and a fraction of that on the attached side, and a cap of
+    contrast at both poles, so the defect reads clearly darker than the column in every
+    view and the outline is a thin bright meniscus, crescent-shaped where the rims differ.
+    An obstructing papilloma fills the lumen: the column ends in a cup around its near half
+    (a lumen shifted towards the nipple, inside the papilloma beyond its equator), and
+    nothing distal fills.
+    """
     pc, rng, tree = cfg.papilloma, place.rng, place.tree
     d = (
         log_uniform(rng, pc.diameter_mm)
@@ -182,47 +210,75 @@ def _papilloma(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Find
     )
     elong = uniform(rng, pc.elongation)
     a, b = d / 2, d / 2 / elong  # semi-axes along and across the duct
-    rim = uniform(rng, pc.rim_mm)
+    rim = uniform(rng, pc.rim_mm)  # contrast rim on the free side
+    rim_attached = rim * uniform(rng, pc.attached_rim_fraction)
     path = pc.outlier_path_length_mm if rng.random() < pc.outlier_probability else pc.path_length_mm
     gens = (0, pc.max_generation)
-    site = place.site(gens, path, a + rim + 1.0, d, obstructing=obstructing)
+    half = a + rim + 1.5
+    site = place.site(gens, path, half, d, obstructing=obstructing)
     if site is None:
-        site = place.site(gens, None, a + rim + 1.0, d, obstructing=obstructing)
+        site = place.site(gens, None, half, d, obstructing=obstructing)
     if site is None:
         return None
-    c_across = b * rng.uniform(0.8, 1.0)
     lobulation = uniform(rng, pc.lobulation) if rng.random() < pc.lobulated_probability else 0.0
-    blob = Blob(
-        center=site.point.copy(),
+    _straighten(tree, site.branch, site.s, half)
+    branch = tree.branches[site.branch]
+    s = _nearest_arc(branch, site.point)
+    point, r, direction = point_at(branch, s)
+    frame = _frame(direction, rng)  # frame[:, 1]: towards the wall the papilloma grows from
+    c_across = b * rng.uniform(0.85, 1.0)
+    # a narrow duct stretched over a papilloma keeps a rim thin for its calibre
+    scale = min(1.0, pc.rim_max_duct_fraction * r / rim)
+    rim, rim_attached = rim * scale, rim_attached * scale
+    blobs = []
+    if obstructing:
+        # it fills the lumen: at least as wide as the duct, centred on its axis
+        b = max(b, 1.15 * r)
+        a, c_across = max(a, b), b
+        gap = max(rim_attached, 0.05)
+        lumen_axes = np.array([a + gap, b + gap, b + gap])
+        # shift the lumen towards the nipple until, beyond the papilloma's equator, it lies
+        # inside the papilloma: contrast cups the near half, nothing passes
+        shift = 1.05 * lumen_axes[0] * math.sqrt(1.0 - (b / lumen_axes[1]) ** 2) + 0.1
+        lumen_center = point - direction * shift
+        center = point.copy()
+    else:
+        gap = 0.5 * (rim + rim_attached)
+        if min(b, c_across) + gap > r:  # widened: the lumen hugs it, offset to the free side
+            lumen_axes = np.array([a + rim, b + gap, c_across + gap])
+            offset = 0.5 * (rim - rim_attached)
+        else:  # a small papilloma in a wide duct sits on its wall
+            lumen_axes = None
+            offset = r - b - rim_attached
+        offset = min(offset, 0.8 * r)  # its centre stays in the duct's own lumen
+        center = point + frame[:, 1] * offset
+        lumen_center = point
+    papilloma = Blob(
+        center=center,
         radii=np.array([a, b, c_across]),
-        rotation=_frame(site.direction, rng),
+        rotation=frame,
         material="soft_tissue",
         sign=-1,
-        lobulation=lobulation,
+        lobulation=-lobulation,  # lobules inside its outline: contrast fills the clefts
         seed=int(rng.integers(2**31)),
     )
-    # The duct is widest at the papilloma: a lumen hugging it, a thin rim of contrast around.
-    # Obstructing: the lumen is just the papilloma's size, so no contrast passes it.
-    gap = 0.05 if obstructing else rim
-    ax, cross = a + gap + 0.3, b * (1 + 0.5 * lobulation) + gap
-
-    def lumen(t):
-        return cross * np.sqrt(np.clip(1.0 - (t / ax) ** 2, 0.0, 1.0))
-
-    half = ax + 0.3
-    _widen(tree, site.branch, site.s, lumen, half)
-    place.reserve(site.branch, site.s - half, site.s + half, site.point, d)
+    blobs.append(papilloma)
+    if lumen_axes is not None:
+        blobs.append(Blob(lumen_center, lumen_axes, frame, "iodine", 1, 1.0))
+    place.reserve(site.branch, s - half, s + half, center, 2 * a)
     if obstructing:
-        distal = split_branch(tree, site.branch, site.s)
+        distal = split_branch(tree, site.branch, s)
         _unfill(tree, distal)
+        center = tree.branches[site.branch].points[-1].copy()
+        papilloma.center = center
     return FindingDraft(
         "papilloma",
-        site.point,
-        d,
-        blobs=[blob],
+        center,
+        2 * a,
+        blobs=blobs,
         branch=site.branch,
         generation=site.generation,
-        path_length_mm=site.path_length,
+        path_length_mm=branch.path_length_start + s,
         obstructing=obstructing,
     )
 
@@ -260,6 +316,9 @@ def _cutoff(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Finding
 
 
 def _irregularity(place: Placement, cfg: FindingsConfig, obstructing: bool):
+    """Moth-eaten, ragged lumen of a segment (DCIS): calibre alternating at irregular
+    intervals with random depth, sometimes an abrupt narrowing (encasement), a wobbling
+    centreline, small lucent notches bitten out of the margins and a few small defects."""
     ic, rng, tree = cfg.irregularity, place.rng, place.tree
     length = uniform(rng, ic.length_mm)
     site = None
@@ -273,28 +332,70 @@ def _irregularity(place: Placement, cfg: FindingsConfig, obstructing: bool):
         return None
     b, s0, s1 = site.branch, site.s - length / 2, site.s + length / 2
     branch = tree.branches[b]
-    pitch = uniform(rng, ic.pitch_mm)
-    n = max(3, round(length / pitch))
-    arcs = np.linspace(s0, s1, n + 1)
-    insert_arcs(branch, arcs)
-    # Beaded, moth-eaten lumen: random radius factors at a fine pitch, normal at both ends.
-    factors = rng.uniform(*ic.radius_factor, size=n + 1)
+    # knots at irregular intervals, each with its own depth of narrowing or widening
+    knots = [s0]
+    while knots[-1] < s1 - ic.pitch_mm[0]:
+        knots.append(knots[-1] + uniform(rng, ic.pitch_mm))
+    knots = np.array([*knots[:-1], s1]) if len(knots) > 2 else np.array([s0, site.s, s1])
+    depth = rng.uniform(0.5, 1.0) * ic.variation
+    factors = np.clip(np.exp(rng.normal(0.0, depth, knots.size)), *ic.radius_factor)
     factors[[0, -1]] = 1.0
+    if rng.random() < ic.narrowing_probability and s1 - s0 > 4.0:
+        # an abrupt narrowing over a short stretch: steep shoulders, a thin waist
+        n_len = min(uniform(rng, ic.narrowing_length_mm), 0.3 * (s1 - s0))
+        n0 = rng.uniform(s0 + 1.0, s1 - 1.0 - n_len)
+        keep = (knots < n0 - 0.6) | (knots > n0 + n_len + 0.6)
+        narrow = uniform(rng, ic.narrowing_factor)
+        edge = np.array([n0 - 0.6, n0 - 0.3, n0, n0 + n_len, n0 + n_len + 0.3, n0 + n_len + 0.6])
+        knots = np.concatenate([knots[keep], edge])
+        factors = np.concatenate([factors[keep], [1.0, 1.0, narrow, narrow, 1.0, 1.0]])
+        order = np.argsort(knots)
+        knots, factors = knots[order], factors[order]
+    step = 0.2  # fine polyline so the ragged profile survives the tubes' round caps
+    insert_arcs(branch, np.concatenate([knots, np.arange(s0, s1, step)]))
     all_arcs = arc_lengths(branch.points)
-    inside = (all_arcs >= s0 - 1e-6) & (all_arcs <= s1 + 1e-6)
-    f = np.interp(all_arcs[inside], arcs, factors)
+    inside = (all_arcs > s0 + 1e-6) & (all_arcs < s1 - 1e-6)
+    f = np.interp(all_arcs[inside], knots, factors)
+    radius0 = float(np.median(branch.radii[inside])) if inside.any() else site.radius
     branch.radii[inside] = np.maximum(branch.radii[inside] * f, 0.06)
+    # the centreline wobbles sideways (smoothly, zero at both ends)
+    frame = _frame(site.direction, rng)
+    wobble_knots = np.linspace(s0, s1, max(3, round((s1 - s0) / 1.5)) + 1)
+    amp = uniform(rng, ic.wobble_fraction) * radius0
+    offsets = rng.normal(0.0, amp, (wobble_knots.size, 2))
+    offsets[[0, -1]] = 0.0
+    shift = np.stack([np.interp(all_arcs[inside], wobble_knots, offsets[:, k]) for k in (0, 1)])
+    branch.points[inside] += shift[0][:, None] * frame[:, 1] + shift[1][:, None] * frame[:, 2]
+    s1 = s0 + (arc_lengths(branch.points)[inside].max() - s0 if inside.any() else s1 - s0)
+    s1 = min(s1, branch_length(branch) - 1e-3)
     defects = []
-    for _ in range(integer(rng, ic.defects)):
-        p, r, d = point_at(branch, rng.uniform(s0 + 0.5, s1 - 0.5))
-        frame = _frame(d, rng)
-        radius = uniform(rng, ic.defect_radius_fraction) * r
-        center = p + frame[:, 1] * r * rng.uniform(0.3, 0.8)
+    # notches: small lucent bites out of the margin (a blob centred near the wall)
+    for _ in range(integer(rng, ic.notches)):
+        p, r, d = point_at(branch, rng.uniform(s0 + 0.3, s1 - 0.3))
+        fr = _frame(d, rng)
+        across = uniform(rng, ic.notch_radius_fraction) * r
         defects.append(
             Blob(
-                center,
+                p + fr[:, 1] * r * rng.uniform(0.85, 1.1),
+                np.array([across * rng.uniform(1.0, 2.5), across, across]),
+                fr,
+                "soft_tissue",
+                -1,
+                1.0,
+                0.2,
+                int(rng.integers(2**31)),
+            )
+        )
+    # a few small intraluminal defects
+    for _ in range(integer(rng, ic.defects)):
+        p, r, d = point_at(branch, rng.uniform(s0 + 0.5, s1 - 0.5))
+        fr = _frame(d, rng)
+        radius = uniform(rng, ic.defect_radius_fraction) * r
+        defects.append(
+            Blob(
+                p + fr[:, 1] * r * rng.uniform(0.2, 0.6),
                 np.array([radius * rng.uniform(1.0, 2.0), radius, radius]),
-                frame,
+                fr,
                 "soft_tissue",
                 -1,
                 1.0,

@@ -192,7 +192,10 @@ def blob_chord(b: ProjectedBlob, box: Box) -> np.ndarray:
         bumps = np.zeros_like(rho2)
         for freq, amp, phase in b.lobes:
             bumps += np.float32(amp) * np.cos(np.float32(freq) * angle + np.float32(phase))
-        rho2 /= np.square(1.0 + np.float32(b.lobulation) * bumps)
+        if b.lobulation > 0:
+            rho2 /= np.square(1.0 + np.float32(b.lobulation) * bumps)
+        else:  # negative: lobules inside the outline only (clefts), never beyond it
+            rho2 /= np.square(1.0 + np.float32(0.5 * b.lobulation) * (1.0 - bumps))
     inside = np.maximum(1.0 - rho2, 0.0)
     half = np.sqrt(inside) if not b.softness else np.power(inside, np.float32(0.5 + b.softness))
     return half * np.float32(b.peak)
@@ -322,11 +325,15 @@ def project_primitives(
             elif (group, i) in keep:  # unfilled part of a finding: a footprint, no material
                 keep[(group, i)] = (box, tube_chord(proj, box) > 0)
     _add_chained_tubes(tubes, iodine, materials, duct_mask, keep)
+    lumen = _LumenOwner(scene, tubes)
 
     # blobs that add material first, then lucent ones that displace contrast
     order = sorted(range(len(scene.blobs)), key=lambda i: scene.blobs[i].sign < 0)
     for i in order:
         blob = scene.blobs[i]
+        if i in lumen.chain_of:  # the duct's own lumen (widened, in or around a lesion)
+            lumen.render(i, geom, iodine, materials, duct_mask, keep)
+            continue
         strength = blob.concentration * (contrast_scale if blob.material == "iodine" else 1.0)
         proj = project_blob(blob, geom, strength if blob.sign > 0 else 1.0)
         box = blob_box(proj, shape)
@@ -345,9 +352,16 @@ def project_primitives(
             target[region] += chord
         else:
             removed = np.minimum(iodine[region], chord)
+            strength = 1.0
+            own = lumen.own(i, box)
+            if own is not None:  # a defect in a duct displaces that duct's contrast only
+                own_chord, strength = own
+                removed = np.minimum(removed, np.minimum(own_chord, chord * np.float32(strength)))
             iodine[region] -= removed
             if blob.material != "iodine":  # the defect's own material fills the displaced lumen
-                _material_map(materials, blob.material, shape)[region] += removed
+                _material_map(materials, blob.material, shape)[region] += removed / np.float32(
+                    strength
+                )
     np.maximum(iodine, 0.0, out=iodine)
 
     draw_centerline(scene, geom, centerline)
@@ -360,6 +374,96 @@ def project_primitives(
         if parts:
             footprints[finding.index] = _union(parts)
     return PrimitiveMaps(iodine, materials, duct_mask, centerline, footprints)
+
+
+IN_LUMEN_DEFECTS = ("papilloma", "air_bubble", "irregularity")
+
+
+class _LumenOwner:
+    """Which duct (chain) the in-lumen primitives of findings belong to.
+
+    A papilloma's finding may carry iodine blobs (``sign`` +1): the widened lumen that hugs
+    it, an exact ellipsoid merged with its duct's chain like a tube of that chain (max, no
+    double counting), drawn into the duct mask and not into the lesion's own mask. Lucent
+    blobs of in-lumen findings (papillomas, air bubbles, marginal defects) then displace
+    the contrast of their own duct only, at its concentration, never a crossing duct's.
+    """
+
+    def __init__(self, scene: Scene, tubes: list[TubeItem]):
+        branch_chain = {t.branch: t.chain for t in scene.tubes if t.branch >= 0}
+        self.chain_of: dict[int, int] = {}  # lumen blob -> chain
+        self.defects: dict[int, tuple[int, list[int]]] = {}  # lucent blob -> chain, lumens
+        for f in scene.findings:
+            if f.label not in IN_LUMEN_DEFECTS or f.branch not in branch_chain:
+                continue
+            chain = branch_chain[f.branch]
+            lumens = [
+                b
+                for b in f.blobs
+                if scene.blobs[b].material == "iodine" and scene.blobs[b].sign > 0
+            ]
+            for b in lumens:
+                self.chain_of[b] = chain
+            for b in f.blobs:
+                if scene.blobs[b].sign < 0:
+                    self.defects[b] = (chain, lumens)
+        self.items: dict[int, list[TubeItem]] = {}
+        for item in tubes:
+            if item[0][0] == "tree" and item[1].material == "iodine":
+                self.items.setdefault(item[1].chain, []).append(item)
+        self.scene = scene
+        self.drawn: dict[int, tuple[Box, np.ndarray]] = {}  # lumen blob -> box, chord
+
+    def _chain(self, chain: int, box: Box) -> tuple[np.ndarray, float] | None:
+        """Max-merged chord of a chain's tubes in ``box`` and their largest strength."""
+        out, strength = None, 0.0
+        for _, _, proj, tb in self.items.get(chain, []):
+            if tb[0] >= box[2] or tb[2] <= box[0] or tb[1] >= box[3] or tb[3] <= box[1]:
+                continue
+            chord = tube_chord(proj, box)
+            out = chord if out is None else np.maximum(out, chord)
+            strength = max(strength, proj.scale)
+        return None if out is None else (out, strength)
+
+    def render(self, i: int, geom: ViewGeometry, iodine, materials, duct_mask, keep) -> None:
+        blob = self.scene.blobs[i]
+        unit = project_blob(blob, geom, 1.0)
+        box = blob_box(unit, iodine.shape)
+        if box is None:
+            return
+        chain = self._chain(self.chain_of[i], box)
+        if chain is None:  # the duct is not filled here
+            return
+        own, strength = chain
+        chord = blob_chord(unit, box) * np.float32(strength * blob.concentration)
+        iodine[box[1] : box[3], box[0] : box[2]] += np.maximum(chord - own, 0.0)
+        duct_mask[box[1] : box[3], box[0] : box[2]] |= (chord > 0).view(np.uint8)
+        self.drawn[i] = (box, chord)
+        keep.pop(("blob", i), None)  # the lumen belongs to the duct, not to the lesion's mask
+
+    def own(self, i: int, box: Box) -> tuple[np.ndarray, float] | None:
+        """The contrast of the defect's own duct in ``box`` (chain max lumen), its strength."""
+        if i not in self.defects:
+            return None
+        chain_id, lumens = self.defects[i]
+        chain = self._chain(chain_id, box)
+        own, strength = (
+            chain
+            if chain is not None
+            else (np.zeros((box[3] - box[1], box[2] - box[0]), np.float32), 0.0)
+        )
+        for j in lumens:
+            if j not in self.drawn:
+                continue
+            (x0, y0, x1, y1), chord = self.drawn[j]
+            ox0, oy0, ox1, oy1 = max(x0, box[0]), max(y0, box[1]), min(x1, box[2]), min(y1, box[3])
+            if ox0 >= ox1 or oy0 >= oy1:
+                continue
+            sub = own[oy0 - box[1] : oy1 - box[1], ox0 - box[0] : ox1 - box[0]]
+            np.maximum(sub, chord[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0], out=sub)
+        if strength <= 0:
+            return own, 1.0
+        return own, strength
 
 
 def _union(parts: list[tuple[Box, np.ndarray]]) -> tuple[Box, np.ndarray]:

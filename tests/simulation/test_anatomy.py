@@ -216,20 +216,78 @@ def test_obstruction_unfills_everything_distal(preset):
     assert n >= 1
 
 
-def test_papilloma_is_surrounded_by_contrast_unless_obstructing():
+def _ellipsoid_level(blob, points):
+    """|q| of points in a blob's normalised frame (<= 1 inside)."""
+    q = (np.atleast_2d(points) - blob.center) @ blob.rotation / blob.radii
+    return np.linalg.norm(q, axis=1)
+
+
+def _sphere(n: int = 400, seed: int = 0):
+    u = np.random.default_rng(seed).normal(size=(n, 3))
+    return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+
+def test_papilloma_is_hugged_by_its_lumen_unless_obstructing():
+    """The lumen wraps the papilloma with a thin rim, thinner on the wall it grows from."""
     config = _config("default")
     config.findings.count_probabilities = [0, 1]
     config.findings.class_weights = {"papilloma": 1.0}
     config.findings.papilloma.obstructing_probability = 0.0
-    for seed in range(10):
+    pc = config.findings.papilloma
+    widened = 0
+    for seed in range(16):
         scene = build_scene(config, np.random.default_rng(seed), "R")
         (f,) = scene.lesions
-        blob = scene.blobs[f.blobs[0]]
-        assert blob.sign == -1 and blob.material == "soft_tissue"
-        # the widened lumen at the centre exceeds the defect's cross-section (a rim)
-        assert _lumen_depth(scene, f.center) > blob.radii[1:].max() * (1 + 0.5 * blob.lobulation)
         assert not f.obstructing and f.label == "papilloma"
         assert 2.0 <= f.size_mm <= 10.0
+        (pap,) = [scene.blobs[b] for b in f.blobs if scene.blobs[b].sign < 0]
+        lumens = [scene.blobs[b] for b in f.blobs if scene.blobs[b].sign > 0]
+        assert pap.material == "soft_tissue" and pap.lobulation <= 0  # clefts, no bulges
+        surface = pap.center + (_sphere() * pap.radii) @ pap.rotation.T
+        if lumens:
+            (lumen,) = lumens
+            widened += 1
+            assert lumen.material == "iodine"
+            # every point of the papilloma lies inside its lumen ...
+            assert (_ellipsoid_level(lumen, surface) <= 1 + 1e-9).all()
+            # ... which is no wider than the papilloma plus its rims
+            e1, e2 = pap.rotation[:, 1], pap.rotation[:, 2]
+            offset = (pap.center - lumen.center).dot(e1)
+            attached = lumen.radii[1] - pap.radii[1] - offset
+            free = lumen.radii[1] - pap.radii[1] + offset
+            assert -1e-9 <= attached <= free <= pc.rim_mm[1] + 1e-9
+            assert lumen.radii[2] - pap.radii[2] <= pc.rim_mm[1] + 1e-9
+            assert abs((pap.center - lumen.center).dot(e2)) < 1e-9
+        else:  # a small papilloma on the wall of a wider duct
+            assert min(_lumen_depth(scene, p) for p in surface) >= -1e-6
+        assert _lumen_depth(scene, f.center) > 0
+    assert widened >= 8
+
+
+def test_obstructing_papilloma_fills_its_duct_and_is_cupped():
+    config = _config("default")
+    config.findings.count_probabilities = [0, 1]
+    config.findings.class_weights = {"papilloma": 1.0}
+    config.findings.papilloma.obstructing_probability = 1.0
+    for seed in range(8):
+        scene = build_scene(config, np.random.default_rng(seed), "L")
+        (f,) = scene.lesions
+        assert f.obstructing
+        (pap,) = [scene.blobs[b] for b in f.blobs if scene.blobs[b].sign < 0]
+        (lumen,) = [scene.blobs[b] for b in f.blobs if scene.blobs[b].sign > 0]
+        branch = scene.branches[f.branch]
+        assert pap.radii[1:].min() > branch.radii[-1]  # wider than the duct it blocks
+        towards_nipple = branch.points[-2] - branch.points[-1]
+        axis = pap.rotation[:, 0] * np.sign(pap.rotation[:, 0].dot(towards_nipple))
+        inside = (
+            lumen.center
+            + (_sphere(2000) * np.random.default_rng(1).random((2000, 1)))
+            * (lumen.radii)
+            @ lumen.rotation.T
+        )
+        beyond = inside[(inside - pap.center) @ axis < 0]  # past the papilloma's equator
+        assert beyond.size and (_ellipsoid_level(pap, beyond) <= 1 + 1e-9).all()
+        assert (lumen.center - pap.center).dot(axis) > 0  # the cup faces the nipple
 
 
 def test_findings_have_exact_primitives(preset):
