@@ -185,10 +185,10 @@ class Trainer:
         try:
             stopped = self._loop()
             self._finish()
-        except BaseException:
-            # KeyboardInterrupt / errors: the run shows as failed, its last.pt stays resumable.
+        except BaseException as exc:
+            # The run shows how it ended; its last.pt stays resumable (--resume auto).
             if self.tracker.run_id:
-                self.tracker.end("KILLED")
+                self.tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
         return TrainResult(
             run_id=self.tracker.run_id,

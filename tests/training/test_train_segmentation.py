@@ -163,6 +163,45 @@ def test_one_seed_controls_the_run(tmp_path, mlflow_db):
         assert torch.equal(value, again["model"][name]), name
 
 
+def test_early_stopping_and_best_metric(tmp_path, mlflow_db):
+    from mlflow import MlflowClient as Client
+
+    from ductai.config import ConfigError
+
+    # val/n_images never changes: the first validation is the best, the next one is not.
+    config = _config(
+        tmp_path / "stop",
+        mlflow_db,
+        "trainer.epochs=5",
+        "trainer.steps_per_epoch=1",
+        "trainer.val_every=1",
+        "trainer.best_metric=val/n_images",
+        "trainer.early_stopping.patience=1",
+        "validation.overlay_images=0",
+        "tracking.log_model=false",
+    )
+    result = train(config)
+    assert result.stopped_early and result.epochs_done == 2
+    assert load_checkpoint(result.best_checkpoint)["global_step"] == 1
+    assert Client(result.tracking_uri).get_run(result.run_id).data.tags["best_step"] == "1"
+
+    bad = _config(
+        tmp_path / "bad",
+        mlflow_db,
+        "trainer.epochs=1",
+        "trainer.steps_per_epoch=1",
+        "trainer.best_metric=val/dice",
+        "tracking.log_model=false",
+    )
+    with pytest.raises(ConfigError, match="'val/dice' is not a validation metric"):
+        train(bad)
+    client = Client(f"sqlite:///{tmp_path / 'bad' / 'mlflow.db'}")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("ductai-segmentation").experiment_id]
+    )
+    assert run.info.status == "FAILED"
+
+
 @pytest.mark.slow
 def test_segmentation_overfits_a_handful_of_images(tmp_path, mlflow_db):
     """Four fixed views, validated on themselves: the loss falls and the duct Dice rises."""
