@@ -72,8 +72,13 @@ class Placement:
         filled: bool = True,
         tries: int = 20,
         obstructing: bool = False,
+        clearance: float = 0.0,
     ) -> Site | None:
-        """A random duct point with ``half_length`` of branch on both sides, free of others."""
+        """A random duct point with ``half_length`` of branch on both sides, free of others.
+
+        ``clearance``: the point lies at least that deep under the skin, so a finding that
+        widens the duct around it stays inside the breast.
+        """
         lo_gen, hi_gen = gen_range
         spans, weights = [], []
         for b in self.tree.branches:
@@ -97,6 +102,8 @@ class Placement:
             point, radius, direction = point_at(self.tree.branches[b], s)
             if obstructing and self.has_findings_distal(b, s):
                 continue  # it would unfill a finding already placed
+            if clearance > 0 and not self.breast.contains(point[None], clearance)[0]:
+                continue
             if self.is_free(b, s - half_length, s + half_length, point, size):
                 branch = self.tree.branches[b]
                 return Site(
@@ -215,9 +222,11 @@ def _papilloma(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Find
     path = pc.outlier_path_length_mm if rng.random() < pc.outlier_probability else pc.path_length_mm
     gens = (0, pc.max_generation)
     half = a + rim + 1.5
-    site = place.site(gens, path, half, d, obstructing=obstructing)
+    # the widened lumen around it must stay under the skin (near the nipple base it is thin)
+    clearance = cfg_skin_clearance(place) + a + rim
+    site = place.site(gens, path, half, d, obstructing=obstructing, clearance=clearance)
     if site is None:
-        site = place.site(gens, None, half, d, obstructing=obstructing)
+        site = place.site(gens, None, half, d, obstructing=obstructing, clearance=clearance)
     if site is None:
         return None
     lobulation = uniform(rng, pc.lobulation) if rng.random() < pc.lobulated_probability else 0.0
@@ -281,6 +290,10 @@ def _papilloma(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Find
         path_length_mm=branch.path_length_start + s,
         obstructing=obstructing,
     )
+
+
+def cfg_skin_clearance(place: Placement) -> float:
+    return place.breast.skin_thickness + 0.5
 
 
 MASK_ONLY_CONCENTRATION = 1e-6  # invisible (a millionth of the contrast), yet a non-empty mask
