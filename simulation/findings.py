@@ -223,7 +223,7 @@ def _papilloma(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Find
     gens = (0, pc.max_generation)
     half = a + rim + 1.5
     # the widened lumen around it must stay under the skin (near the nipple base it is thin)
-    clearance = cfg_skin_clearance(place) + a + rim
+    clearance = _skin_clearance(place) + a + rim
     site = place.site(gens, path, half, d, obstructing=obstructing, clearance=clearance)
     if site is None:
         site = place.site(gens, None, half, d, obstructing=obstructing, clearance=clearance)
@@ -292,7 +292,7 @@ def _papilloma(place: Placement, cfg: FindingsConfig, obstructing: bool) -> Find
     )
 
 
-def cfg_skin_clearance(place: Placement) -> float:
+def _skin_clearance(place: Placement) -> float:
     return place.breast.skin_thickness + 0.5
 
 
