@@ -196,6 +196,30 @@ def _nearest_arc(branch, point: np.ndarray) -> float:
     return float(arc_lengths(branch.points)[k] + t[k] * np.linalg.norm(ab[k]))
 
 
+def _wall_defect(
+    branch,
+    rng: np.random.Generator,
+    arc_range: tuple[float, float],
+    wall_offset: tuple[float, float],
+    radius_fraction: list[float],
+    max_elongation: float,
+) -> Blob:
+    """A small lucent blob at a random point of ``branch``, pushed towards its wall."""
+    p, r, d = point_at(branch, rng.uniform(*arc_range))
+    frame = _frame(d, rng)
+    radius = uniform(rng, radius_fraction) * r
+    return Blob(
+        p + frame[:, 1] * r * rng.uniform(*wall_offset),
+        np.array([radius * rng.uniform(1.0, max_elongation), radius, radius]),
+        frame,
+        "soft_tissue",
+        -1,
+        1.0,
+        0.2,
+        int(rng.integers(2**31)),
+    )
+
+
 def _papilloma(place: Placement, cfg: FindingsConfig, obstructing: bool) -> FindingDraft | None:
     """A lucent filling defect that the duct's lumen hugs with a thin rim of contrast.
 
@@ -381,41 +405,16 @@ def _irregularity(place: Placement, cfg: FindingsConfig, obstructing: bool):
     branch.points[inside] += shift[0][:, None] * frame[:, 1] + shift[1][:, None] * frame[:, 2]
     s1 = s0 + (arc_lengths(branch.points)[inside].max() - s0 if inside.any() else s1 - s0)
     s1 = min(s1, branch_length(branch) - 1e-3)
-    defects = []
     # notches: small lucent bites out of the margin (a blob centred near the wall)
-    for _ in range(integer(rng, ic.notches)):
-        p, r, d = point_at(branch, rng.uniform(s0 + 0.3, s1 - 0.3))
-        fr = _frame(d, rng)
-        across = uniform(rng, ic.notch_radius_fraction) * r
-        defects.append(
-            Blob(
-                p + fr[:, 1] * r * rng.uniform(0.85, 1.1),
-                np.array([across * rng.uniform(1.0, 2.5), across, across]),
-                fr,
-                "soft_tissue",
-                -1,
-                1.0,
-                0.2,
-                int(rng.integers(2**31)),
-            )
-        )
+    defects = [
+        _wall_defect(branch, rng, (s0 + 0.3, s1 - 0.3), (0.85, 1.1), ic.notch_radius_fraction, 2.5)
+        for _ in range(integer(rng, ic.notches))
+    ]
     # a few small intraluminal defects
-    for _ in range(integer(rng, ic.defects)):
-        p, r, d = point_at(branch, rng.uniform(s0 + 0.5, s1 - 0.5))
-        fr = _frame(d, rng)
-        radius = uniform(rng, ic.defect_radius_fraction) * r
-        defects.append(
-            Blob(
-                p + fr[:, 1] * r * rng.uniform(0.2, 0.6),
-                np.array([radius * rng.uniform(1.0, 2.0), radius, radius]),
-                fr,
-                "soft_tissue",
-                -1,
-                1.0,
-                0.2,
-                int(rng.integers(2**31)),
-            )
-        )
+    defects += [
+        _wall_defect(branch, rng, (s0 + 0.5, s1 - 0.5), (0.2, 0.6), ic.defect_radius_fraction, 2.0)
+        for _ in range(integer(rng, ic.defects))
+    ]
     place.reserve(b, s0 - 1.0, s1 + 1.0, site.point, length)
     return FindingDraft(
         "irregularity",
