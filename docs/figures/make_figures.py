@@ -58,7 +58,7 @@ def grid(pairs: list[Image.Image], columns: int) -> Image.Image:
 
 
 def main() -> None:
-    pair_picture("default", 3, 360, with_truth=True).save(
+    pair_picture("default", 4, 360, with_truth=True).save(
         HERE / "simulated_pair.png", optimize=True
     )
     pairs = [
