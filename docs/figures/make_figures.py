@@ -61,9 +61,9 @@ def main() -> None:
     pair_picture("default", 4, 360, with_truth=True).save(
         HERE / "simulated_pair.png", optimize=True
     )
-    pairs = [
-        pair_picture(p, i, 360, with_truth=False) for p in ("default", "hard") for i in range(3)
-    ]
+    # Breasts chosen to show a papilloma, extravasation, ectasia and the hard preset.
+    chosen = [("default", 1), ("default", 6), ("default", 7), ("hard", 0), ("hard", 1), ("hard", 2)]
+    pairs = [pair_picture(p, i, 360, with_truth=False) for p, i in chosen]
     grid(pairs, columns=3).save(HERE / "simulated_grid.png", optimize=True)
 
 
