@@ -3,17 +3,8 @@
 All points are in the breast frame of :mod:`ductai.simulation.scene` (mm, origin at the
 nipple tip, x posterior, y medial, z superior).
 
-Rules (docs/conventions.md):
-
-* Clock: the surgeon faces the patient, 12:00 superior, 6:00 inferior, 3:00 towards the
-  patient's left. For the right breast 3:00 is medial (+y), for the left breast lateral
-  (-y). Rounded to the nearest half hour, written ``"H:MM"`` without a leading zero
-  (``"3:00"``, ``"10:30"``, ``"12:00"``). A point on the nipple axis reads ``"12:00"``.
-* Quadrant: ``"central"`` (retro-areolar) when the point lies within ``CENTRAL_RADIUS_MM``
-  (15 mm) of the nipple axis in the coronal (y, z) plane; otherwise upper when z >= 0,
-  inner when y >= 0 (medial), giving UOQ, UIQ, LOQ, LIQ for either laterality.
-* Depth third: anterior / middle / posterior third of the nipple-to-chest-wall distance
-  (``breast.depth``) by the point's x.
+Clock, quadrant and depth-third rules live in :mod:`ductai.data.breast_coords`, shared with
+inference; this module feeds them the 3D point's (y, z) offsets and depth fraction.
 """
 
 from __future__ import annotations
@@ -22,9 +13,9 @@ import math
 
 import numpy as np
 
+from ductai.data import breast_coords
+from ductai.data.breast_coords import CENTRAL_RADIUS_MM
 from ductai.simulation.scene import Branch, Breast, Scene
-
-CENTRAL_RADIUS_MM = 15.0
 
 
 def distance_to_nipple(point) -> float:
@@ -34,35 +25,22 @@ def distance_to_nipple(point) -> float:
 
 def clock_hours(point, laterality: str) -> float:
     """Clock position in hours in [0, 12), unrounded (0 = 12:00)."""
-    _check_laterality(laterality)
-    y, z = float(point[1]), float(point[2])
-    towards_three = y if laterality == "R" else -y  # the patient's left
-    angle = math.atan2(towards_three, z)  # clockwise from 12:00
-    return (angle / (2 * math.pi) * 12.0) % 12.0
+    return breast_coords.clock_hours(float(point[1]), float(point[2]), laterality)
 
 
 def clock_position(point, laterality: str) -> str:
     """``"H:MM"`` to the nearest half hour, as the surgeon facing the patient reads it."""
-    halves = round(clock_hours(point, laterality) * 2) % 24
-    hour, minute = divmod(halves, 2)
-    return f"{hour or 12}:{30 * minute:02d}"
+    return breast_coords.clock_position(float(point[1]), float(point[2]), laterality)
 
 
 def quadrant(point, laterality: str = "R", central_radius_mm: float = CENTRAL_RADIUS_MM) -> str:
-    """UOQ / UIQ / LOQ / LIQ, or ``"central"`` near the nipple axis (module docstring)."""
-    _check_laterality(laterality)
-    y, z = float(point[1]), float(point[2])
-    if math.hypot(y, z) < central_radius_mm:
-        return "central"
-    return ("U" if z >= 0 else "L") + ("I" if y >= 0 else "O") + "Q"
+    """UOQ / UIQ / LOQ / LIQ, or ``"central"`` near the nipple axis."""
+    return breast_coords.quadrant(float(point[1]), float(point[2]), laterality, central_radius_mm)
 
 
 def depth_third(point, breast: Breast) -> str:
     """anterior / middle / posterior third of the nipple-to-chest-wall distance."""
-    fraction = float(point[0]) / breast.depth
-    if fraction < 1 / 3:
-        return "anterior"
-    return "middle" if fraction < 2 / 3 else "posterior"
+    return breast_coords.depth_third(float(point[0]) / breast.depth)
 
 
 def project_on_polyline(points: np.ndarray, point) -> tuple[float, float]:
@@ -131,8 +109,3 @@ def duct_summary(scene: Scene) -> dict:
         "total_length_mm": round(total, 1),
         "filled_fraction": round(float(lengths[filled].sum() / total) if total else 0.0, 3),
     }
-
-
-def _check_laterality(laterality: str) -> None:
-    if laterality not in ("L", "R"):
-        raise ValueError(f"laterality must be 'L' or 'R', got {laterality!r}")
