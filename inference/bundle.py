@@ -1,0 +1,261 @@
+"""Model bundle: the segmentation and detection checkpoints that inference runs, with identity.
+
+A bundle is a folder with ``bundle.json`` ``{"name", "version", "segmentation": "seg.pt",
+"detection": "det.pt", "spacing_mm"}`` (docs/inference-design.md); either task may be null.
+``load_bundle`` also takes a single ductai checkpoint (one task; the other is reported missing),
+an MLflow pyfunc model folder, or an MLflow URI (``runs:/<id>/model``, ``models:/<name>/<v>``,
+``models:/<model_id>``), whose pyfunc holds the checkpoint as an artifact (inference/pyfunc.py).
+
+The model's identity in every report: name, version and the sha256 of each weight file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ductai.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+__all__ = ["BUNDLE_FILE", "BundleError", "ModelBundle", "load_bundle", "write_bundle"]
+
+BUNDLE_FILE = "bundle.json"
+TASKS = ("segmentation", "detection")
+# What inference needs from a training checkpoint; the optimizer, RNG and history are dropped.
+_KEEP = ("model", "config", "task", "run_id", "best", "ductai_version")
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")  # runs:/, models:/, s3://, ... (not C:\)
+
+
+class BundleError(ValueError):
+    """A path or URI that is not a usable model bundle; the message names it."""
+
+
+@dataclass
+class ModelBundle:
+    name: str
+    version: str
+    spacing_mm: float
+    source: str  # the path or URI it was loaded from
+    checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> payload
+    files: dict[str, Path] = field(default_factory=dict)  # task -> weight file
+    sha256: dict[str, str] = field(default_factory=dict)  # weight file name -> hex digest
+
+    @property
+    def missing(self) -> list[str]:
+        return [t for t in TASKS if t not in self.checkpoints]
+
+    def config(self, task: str) -> dict[str, Any]:
+        """The resolved training config of ``task``'s checkpoint."""
+        return self.checkpoints[task]["config"]
+
+    def identity(self) -> dict[str, Any]:
+        """``ViewPrediction.model``: name, version, sha256 per weight file, missing tasks."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": dict(self.sha256),
+            "files": {t: p.name for t, p in self.files.items()},
+            "spacing_mm": self.spacing_mm,
+            "missing": self.missing,
+        }
+
+
+def load_bundle(path_or_uri: str | os.PathLike, tracking_uri: str | None = None) -> ModelBundle:
+    """A bundle folder, a single checkpoint, an MLflow model folder or an MLflow URI."""
+    text = str(path_or_uri)
+    if _URI.match(text) and not Path(text).exists():
+        return _load_mlflow(text, tracking_uri)
+    path = Path(text)
+    if not path.exists():
+        raise BundleError(f"model not found: {path} (a bundle folder, checkpoint or MLflow URI)")
+    if path.is_file():
+        return _from_checkpoints({None: path}, path, name=None, version=None, spacing=None)
+    if (path / BUNDLE_FILE).is_file():
+        return _load_folder(path)
+    if (path / "MLmodel").is_file():
+        return _load_pyfunc_folder(path, source=text)
+    raise BundleError(
+        f"{path}: a folder without {BUNDLE_FILE} or MLmodel; expected a model bundle "
+        "(ductai.inference.bundle.write_bundle), an MLflow model or a checkpoint file"
+    )
+
+
+def write_bundle(
+    folder: str | os.PathLike,
+    seg_ckpt: str | os.PathLike | None,
+    det_ckpt: str | os.PathLike | None,
+    name: str,
+    version: str,
+) -> Path:
+    """Write a bundle of the given training checkpoints (either may be None); returns folder.
+
+    Only the weights and the resolved config are kept (a training checkpoint also holds the
+    optimizer state, several times the weights). The spacing is checked to agree.
+    """
+    folder = Path(folder)
+    sources = {"segmentation": seg_ckpt, "detection": det_ckpt}
+    if all(v is None for v in sources.values()):
+        raise BundleError(f"{folder}: a bundle needs a segmentation or a detection checkpoint")
+    folder.mkdir(parents=True, exist_ok=True)
+    entry: dict[str, Any] = {"name": name, "version": version}
+    spacings = {}
+    for task, src in sources.items():
+        entry[task] = None
+        if src is None:
+            continue
+        payload = _read(Path(src))
+        _check_task(payload, task, Path(src))
+        spacings[task] = float(payload["config"]["data"]["spacing_mm"])
+        slim = {k: payload[k] for k in _KEEP if k in payload}
+        file = "seg.pt" if task == "segmentation" else "det.pt"
+        save_checkpoint(folder / file, slim)
+        entry[task] = file
+    _check_spacings(spacings, folder)
+    entry["spacing_mm"] = next(iter(spacings.values()))
+    tmp = folder / f".{BUNDLE_FILE}.tmp"
+    tmp.write_text(json.dumps(entry, indent=1) + "\n")
+    os.replace(tmp, folder / BUNDLE_FILE)  # the descriptor last: a bundle is whole or absent
+    return folder
+
+
+# ---- loaders ---------------------------------------------------------------------------------
+def _load_folder(folder: Path) -> ModelBundle:
+    descriptor = folder / BUNDLE_FILE
+    try:
+        entry = json.loads(descriptor.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{descriptor}: unreadable bundle descriptor ({e})") from e
+    missing_keys = [k for k in ("name", "version", *TASKS) if k not in entry]
+    if missing_keys:
+        raise BundleError(f"{descriptor}: missing key(s) {', '.join(missing_keys)}")
+    files = {t: folder / entry[t] for t in TASKS if entry.get(t)}
+    if not files:
+        raise BundleError(f"{descriptor}: neither a segmentation nor a detection checkpoint")
+    return _from_checkpoints(
+        files,
+        folder,
+        name=str(entry["name"]),
+        version=str(entry["version"]),
+        spacing=entry.get("spacing_mm"),
+    )
+
+
+def _load_pyfunc_folder(folder: Path, source: str) -> ModelBundle:
+    """An MLflow pyfunc model logged by training: its checkpoint artifact, or a whole bundle."""
+    if (folder / "artifacts" / BUNDLE_FILE).is_file():
+        return _load_folder(folder / "artifacts")
+    try:
+        mlmodel = yaml.safe_load((folder / "MLmodel").read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise BundleError(f"{folder / 'MLmodel'}: unreadable MLflow model file ({e})") from e
+    artifacts = (mlmodel.get("flavors", {}).get("python_function", {}) or {}).get("artifacts")
+    checkpoint = None
+    if isinstance(artifacts, dict) and "checkpoint" in artifacts:
+        checkpoint = folder / artifacts["checkpoint"]["path"]
+    else:
+        found = sorted((folder / "artifacts").glob("*.pt"))
+        checkpoint = found[0] if len(found) == 1 else None
+    if checkpoint is None or not checkpoint.is_file():
+        raise BundleError(f"{source}: an MLflow model without a ductai checkpoint artifact")
+    name = str(mlmodel.get("model_id") or mlmodel.get("run_id") or "")
+    bundle = _from_checkpoints(
+        {None: checkpoint}, folder, name=name or None, version=None, spacing=None
+    )
+    bundle.source = source
+    return bundle
+
+
+def _load_mlflow(uri: str, tracking_uri: str | None) -> ModelBundle:
+    import mlflow.artifacts
+
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
+    except Exception as e:  # MLflow raises many kinds (missing run, no store, bad URI)
+        raise BundleError(f"{uri}: cannot download the MLflow model ({e})") from e
+    path = Path(local)
+    if path.is_file():
+        return _from_checkpoints({None: path}, path, name=None, version=None, spacing=None)
+    bundle = (
+        _load_folder(path) if (path / BUNDLE_FILE).is_file() else _load_pyfunc_folder(path, uri)
+    )
+    bundle.source = uri
+    if uri.startswith("models:/"):
+        parts = uri[len("models:/") :].split("/")
+        bundle.name = parts[0]
+        if len(parts) > 1:
+            bundle.version = parts[1]
+    return bundle
+
+
+def _from_checkpoints(
+    files: dict[str | None, Path],
+    source: Path,
+    name: str | None,
+    version: str | None,
+    spacing: float | None,
+) -> ModelBundle:
+    """``files`` maps task -> checkpoint; the key None means "whatever task it holds"."""
+    checkpoints, paths = {}, {}
+    for task, path in files.items():
+        payload = _read(path)
+        if task is None:
+            task = payload.get("task") or payload.get("config", {}).get("task")
+        _check_task(payload, task, path)
+        checkpoints[task], paths[task] = payload, path
+    spacings = {t: float(p["config"]["data"]["spacing_mm"]) for t, p in checkpoints.items()}
+    _check_spacings(spacings, source)
+    trained = next(iter(spacings.values()))
+    if spacing is not None and abs(float(spacing) - trained) > 1e-9:
+        raise BundleError(
+            f"{source}: bundle spacing_mm {spacing} differs from the checkpoints' {trained}"
+        )
+    first = next(iter(checkpoints.values()))
+    return ModelBundle(
+        name=name or str(first["config"]["model"]["name"]),
+        version=version or str(first.get("ductai_version") or "unversioned"),
+        spacing_mm=trained,
+        source=str(source),
+        checkpoints=checkpoints,
+        files=paths,
+        sha256={p.name: sha256_file(p) for p in paths.values()},
+    )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BundleError(f"checkpoint not found: {path}")
+    try:
+        payload = load_checkpoint(path)
+    except CheckpointError as e:
+        raise BundleError(str(e)) from e
+    if "model" not in payload or "config" not in payload:
+        raise BundleError(f"{path}: a ductai checkpoint without model weights and config")
+    return payload
+
+
+def _check_task(payload: dict[str, Any], task: str | None, path: Path) -> None:
+    held = payload.get("task") or payload["config"].get("task")
+    if task not in TASKS or held != task:
+        raise BundleError(f"{path}: a {held!r} checkpoint where a {task!r} one was expected")
+
+
+def _check_spacings(spacings: dict[str, float], where: Path) -> None:
+    if len(set(spacings.values())) > 1:
+        raise BundleError(
+            f"{where}: the checkpoints were trained at different spacings {spacings}; "
+            "one canonical space per bundle"
+        )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,300 @@
+"""``Predictor``: a model bundle loaded once, run on galactograms, results in canonical space.
+
+    predictor = Predictor.from_path("bundle/")          # or a checkpoint, or runs:/.../model
+    prediction = predictor.predict("view.dcm")           # -> ViewPrediction
+    predictions = predictor.predict_many(paths)
+
+Per view: read -> canonical (the bundle's spacing) -> crop to the breast -> segmentation
+(MONAI SlidingWindowInferer, Gaussian blending, batched tiles, the training roi) and detection
+(the LesionDetector on the whole crop, its own sliding window for big images) -> optional
+vertical-flip TTA (horizontal flips would break the canonical orientation) -> post-processing
+(inference/postprocess.py: TTA merge, NMS across classes, mimics set apart, score fusion,
+heatmap) -> everything shifted back from the crop into the full canonical grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import SlidingWindowInferer
+
+from ductai.data.canonical import to_canonical
+from ductai.data.dicom_reader import read_galactogram
+from ductai.data.galactogram import Galactogram
+from ductai.inference.bundle import ModelBundle, load_bundle
+from ductai.inference.crop import Crop, breast_crop
+from ductai.inference.postprocess import (
+    RawDetections,
+    detection_heatmap,
+    flip_rows_boxes,
+    fuse_scores,
+    label_name,
+    merge_tta,
+    nms_across_classes,
+    split_mimics,
+)
+from ductai.inference.types import Detection, ViewPrediction
+from ductai.models.registry import create_model
+
+__all__ = ["Predictor", "PredictorOptions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1
+    num_threads: int | None = None  # torch (and ORT) intra-op threads; None keeps torch's
+    backend: str = "auto"  # segmentation: eager, onnx, auto (onnx on CPU when installed)
+    onnx_cache: str | None = None  # where exported nets are kept (onnx_backend.DEFAULT_CACHE)
+    tta: bool = False  # vertical flip: maps averaged, boxes inverted and merged
+    crop_to_breast: bool = True
+    crop_margin_px: int = 16
+    # Segmentation sliding window; None = the training config's validation section.
+    roi_size: tuple[int, int] | None = None
+    overlap: float | None = None
+    sw_batch_size: int | None = None
+    # Detector's own sliding window; None keeps the checkpoint's setting.
+    detector_roi: tuple[int, int] | None = None
+    # Detector candidates kept before fusion; None keeps the checkpoint's (0.02 by default).
+    detector_score_threshold: float | None = None
+    nms_iou: float = 0.3  # across classes
+    tta_iou: float = 0.5
+    fusion_weight: float = 0.5  # postprocess.fuse_scores
+    score_threshold: float = 0.05  # final (fused) score of a reported finding
+    mimic_threshold: float = 0.05
+    heatmap_gaussians: bool = True  # heatmap = max(lesion channel, detection Gaussians)
+    keep_full_pixels: bool = False  # drop the Galactogram's cached float image after use
+
+
+class Predictor:
+    """Segmentation and/or detection nets of one bundle, ready to run; reuse it across views."""
+
+    def __init__(self, bundle: ModelBundle, options: PredictorOptions | None = None) -> None:
+        self.bundle = bundle
+        self.options = options = options or PredictorOptions()
+        if options.num_threads:
+            torch.set_num_threads(int(options.num_threads))
+        self.device = _device(options.device)
+        self.spacing_mm = bundle.spacing_mm
+        self.segmenter: torch.nn.Module | None = None
+        self.seg_forward = None  # the callable the inferer runs (eager module or ORT)
+        self.backend = "none"
+        self.inferer: SlidingWindowInferer | None = None
+        self.detector: torch.nn.Module | None = None
+        if "segmentation" in bundle.checkpoints:
+            self._load_segmentation()
+        if "detection" in bundle.checkpoints:
+            self.detector = _build(bundle.checkpoints["detection"], self.device)
+            if options.detector_roi is not None:
+                self.detector.set_sliding_window(tuple(options.detector_roi))
+            if options.detector_score_threshold is not None:
+                self.detector.detector.box_selector.score_thresh = options.detector_score_threshold
+
+    @classmethod
+    def from_path(
+        cls,
+        path_or_uri: str | os.PathLike,
+        options: PredictorOptions | None = None,
+        tracking_uri: str | None = None,
+        **overrides: Any,
+    ) -> Predictor:
+        """A bundle folder, a checkpoint, an MLflow model folder or URI; ``overrides`` set
+        ``PredictorOptions`` fields (``Predictor.from_path(p, tta=True, device="cpu")``)."""
+        options = replace(options or PredictorOptions(), **overrides)
+        return cls(load_bundle(path_or_uri, tracking_uri=tracking_uri), options)
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def _load_segmentation(self) -> None:
+        payload = self.bundle.checkpoints["segmentation"]
+        v = payload["config"].get("validation", {})
+        o = self.options
+        roi = tuple(o.roi_size or v.get("roi_size", (256, 256)))
+        batch = int(o.sw_batch_size or v.get("sw_batch_size", 4))
+        self.inferer = SlidingWindowInferer(
+            roi_size=roi,
+            sw_batch_size=batch,
+            overlap=float(o.overlap if o.overlap is not None else v.get("overlap", 0.25)),
+            mode="gaussian",
+        )
+        self.segmenter = _build(payload, self.device)
+        self.seg_forward, self.backend = self.segmenter, "eager"
+        want_onnx = o.backend == "onnx" or (o.backend == "auto" and self.device.type == "cpu")
+        if o.backend not in ("auto", "eager", "onnx"):
+            raise ValueError(f"backend must be auto, eager or onnx, not {o.backend!r}")
+        if want_onnx:
+            self._try_onnx(roi, batch)
+
+    def _try_onnx(self, roi: tuple[int, int], batch: int) -> None:
+        from ductai.inference.onnx_backend import OnnxSegmenter, onnx_available
+
+        if not onnx_available():
+            if self.options.backend == "onnx":
+                raise ImportError("backend='onnx' needs: pip install onnx onnxscript onnxruntime")
+            return
+        key = self.bundle.sha256[self.bundle.files["segmentation"].name]
+        try:
+            self.seg_forward = OnnxSegmenter.create(
+                self.segmenter,
+                key=f"seg-{key[:32]}-{roi[0]}x{roi[1]}",
+                roi_size=roi,
+                batch_size=batch,
+                cache_dir=self.options.onnx_cache,
+                num_threads=self.options.num_threads or torch.get_num_threads(),
+            )
+            self.backend = "onnx"
+        except Exception as e:  # export or session failure: eager still works
+            if self.options.backend == "onnx":
+                raise
+            log.warning("ONNX Runtime backend unavailable (%s); using eager PyTorch", e)
+        finally:
+            self.segmenter.to(self.device)
+
+    # ---- prediction ---------------------------------------------------------------------------
+    def predict(
+        self, image: Galactogram | str | os.PathLike, pixel_spacing: float | None = None
+    ) -> ViewPrediction:
+        """One view: a read ``Galactogram`` or a DICOM path (``pixel_spacing`` when it has none)."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        with _timer(timings, "read"):
+            if not isinstance(image, Galactogram):
+                image = read_galactogram(image, pixel_spacing=pixel_spacing)
+        with _timer(timings, "canonical"):
+            canonical, geometry = to_canonical(image, self.spacing_mm)
+            if not self.options.keep_full_pixels:
+                image.__dict__.pop("pixels", None)  # cached_property: recomputed on demand
+        with _timer(timings, "crop"):
+            crop = (
+                breast_crop(canonical, margin=self.options.crop_margin_px)
+                if self.options.crop_to_breast
+                else Crop.whole(canonical.shape)
+            )
+        duct, lesion, dets = self.predict_canonical(canonical, crop, timings)
+        timings["total"] = time.perf_counter() - start
+        findings, mimics = dets
+        return ViewPrediction(
+            image=image,
+            geometry=geometry,
+            canonical=canonical,
+            duct_prob=duct,
+            lesion_prob=lesion,
+            detections=findings,
+            mimics=mimics,
+            timings=timings,
+            model={
+                **self.bundle.identity(),
+                "backend": self.backend,
+                "crop": crop.to_dict(),
+                "tta": self.options.tta,
+            },
+        )
+
+    def predict_many(
+        self, images: Iterable[Galactogram | str | os.PathLike]
+    ) -> list[ViewPrediction]:
+        """Views one after the other with the same loaded nets."""
+        return [self.predict(image) for image in images]
+
+    def predict_canonical(
+        self, canonical: np.ndarray, crop: Crop | None = None, timings: dict | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray, tuple[list[Detection], list[Detection]]]:
+        """(duct_prob, lesion_prob, (findings, mimics)) of a canonical image, full grid."""
+        timings = {} if timings is None else timings
+        crop = crop or Crop.whole(canonical.shape)
+        x = torch.from_numpy(np.ascontiguousarray(crop.apply(canonical), dtype=np.float32))
+        x = x[None, None].to(self.device)
+        with torch.inference_mode():
+            with _timer(timings, "segmentation"):
+                probs = self._segment(x) if self.inferer is not None else None
+            with _timer(timings, "detection"):
+                raw = self._detect(x) if self.detector is not None else RawDetections.empty()
+        with _timer(timings, "postprocess"):
+            return self.postprocess(probs, raw, crop)
+
+    def postprocess(
+        self, probs: np.ndarray | None, raw: RawDetections, crop: Crop
+    ) -> tuple[np.ndarray | None, np.ndarray, tuple[list[Detection], list[Detection]]]:
+        """Crop-grid net outputs -> full canonical grid maps and reported detections.
+
+        ``probs`` [2, h, w] (duct, lesion) or None; ``raw`` detector boxes in the crop grid.
+        """
+        o = self.options
+        raw = nms_across_classes(raw, o.nms_iou)
+        found, mimic = split_mimics(raw)
+        lesion_crop = probs[1] if probs is not None else None
+        found.scores = fuse_scores(found.scores, found.boxes, lesion_crop, o.fusion_weight)
+        found = found.select(np.argsort(-found.scores, kind="stable"))
+        found = found.select(found.scores >= o.score_threshold)
+        mimic = mimic.select(mimic.scores >= o.mimic_threshold)
+        found.boxes, mimic.boxes = crop.boxes_to_full(found.boxes), crop.boxes_to_full(mimic.boxes)
+
+        duct = crop.paste(probs[0]) if probs is not None else None
+        lesion = (
+            crop.paste(lesion_crop)
+            if lesion_crop is not None
+            else np.zeros(crop.full_shape, dtype=np.float32)
+        )
+        if o.heatmap_gaussians and len(found):
+            gauss = detection_heatmap(crop.full_shape, found.boxes, found.scores)
+            np.maximum(lesion, gauss, out=lesion)
+        return duct, lesion, (_records(found), _records(mimic))
+
+    def _segment(self, x: torch.Tensor) -> np.ndarray:
+        """Sigmoid probabilities [2, h, w] float32; with TTA the mean of both flips."""
+        logits = self.inferer(x, self.seg_forward)
+        probs = torch.sigmoid(logits.float())[0]
+        if self.options.tta:
+            flipped = self.inferer(torch.flip(x, dims=[-2]), self.seg_forward)
+            probs = (probs + torch.flip(torch.sigmoid(flipped.float())[0], dims=[-2])) / 2
+        return probs.cpu().numpy().astype(np.float32, copy=False)
+
+    def _detect(self, x: torch.Tensor) -> RawDetections:
+        (det,) = self.detector(x)
+        passes = [RawDetections.from_torch(det)]
+        if self.options.tta:
+            (det,) = self.detector(torch.flip(x, dims=[-2]))
+            flipped = RawDetections.from_torch(det)
+            flipped.boxes = flip_rows_boxes(flipped.boxes, x.shape[-2])
+            passes.append(flipped)
+        return merge_tta(passes, iou=self.options.tta_iou)
+
+
+def _records(dets: RawDetections) -> list[Detection]:
+    return [
+        Detection(box=np.asarray(b, dtype=np.float64), score=float(s), label=label_name(lab))
+        for b, s, lab in zip(dets.boxes, dets.scores, dets.labels)
+    ]
+
+
+def _build(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    cfg = payload["config"]["model"]
+    model = create_model(cfg["name"], **cfg.get("kwargs", {}))
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+@contextmanager
+def _timer(timings: dict[str, float], key: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
