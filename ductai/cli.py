@@ -69,14 +69,19 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="the main job on the embedded default: simulate a small study set and analyse it",
+        description="Simulate N breasts (CC + ML/MLO each) into OUT/studies, then run "
+        "`ductai infer` on them with the default model (models/default/) into OUT/results.",
     )
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder")
     p.add_argument("--n", type=int, default=3, help="number of simulated breasts")
     p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--model", default=None, help="model instead of the default bundle")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from ductai.inference.run import ModelNotFoundError, resolve_model, run_inference
     from ductai.simulation.generate import generate_dataset, load_simulation_config
 
     config = load_simulation_config("default", [])
@@ -84,7 +89,62 @@ def _run_demo(args: argparse.Namespace) -> int:
         args.out / "studies", n_breasts=args.n, seed=args.seed, config=config
     )
     print(summary.describe())
+    try:
+        model = resolve_model(args.model)
+    except ModelNotFoundError as exc:
+        # The simulation part stands on its own: explain, and still succeed.
+        print(f"\nNo analysis: {exc}")
+        return 0
+    print(f"\nAnalysing {summary.out_dir / 'images'} with {model} ...")
+    run = run_inference(
+        [summary.out_dir / "images"], args.out / "results", model=model, device=args.device
+    )
+    print(run.summary())
     return 0
+
+
+def _add_infer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "infer",
+        help="analyse galactograms: duct masks, lesions, heatmaps, surgical localization",
+        description="Analyse DICOM galactograms (files or folders, recursive). Views of one "
+        "study and breast are grouped; results go to OUT/<SOPInstanceUID>/ per view and "
+        "OUT/study_<StudyUID>_<L|R>/ per breast; unreadable files are listed in "
+        "OUT/errors.json. Exit status 0: all analysed, 1: some files failed.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="DICOM files/folders")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="bundle folder, checkpoint or MLflow URI (runs:/..., models:/...); "
+        "default: the bundle in models/default/",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument(
+        "--pixel-spacing",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="pixel spacing in mm for files that carry none",
+    )
+    p.set_defaults(func=_run_infer)
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from ductai.inference.run import run_inference
+
+    run = run_inference(
+        args.inputs,
+        args.out,
+        model=args.model,
+        device=args.device,
+        tta=args.tta,
+        pixel_spacing=args.pixel_spacing,
+    )
+    print(run.summary())
+    return 1 if run.errors else 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +154,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train from CONFIG with key=value overrides (e.g. trainer.epochs=20). "
         "Under torchrun the same command trains with DistributedDataParallel.",
     )
-    p.add_argument("config", type=Path, help="YAML config, e.g. configs/segmentation/small_cpu.yaml")
+    p.add_argument(
+        "config", type=Path, help="YAML config, e.g. configs/segmentation/small_cpu.yaml"
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     p.add_argument(
         "--resume",
@@ -132,23 +194,50 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a checkpoint on a datalist split or simulated views; logs to its run",
+        help="evaluate a checkpoint (network metrics, logged to its run) or a whole model "
+        "bundle through `ductai infer` (lesions, ducts, localization)",
+        description="--checkpoint: the network alone on canonical views (logged to its MLflow "
+        "run). --model: the whole inference pipeline on held-out views, scored on the "
+        "original DICOM grid (FROC/CPM, AUC, mimic FPs, duct Dice/clDice, distance to the "
+        "nipple, clock, quadrant); a table, metrics.json/.md and FROC/PR plots in --out.",
     )
-    p.add_argument("--checkpoint", required=True, type=Path, help="a best.pt / last.pt")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", type=Path, help="a best.pt / last.pt")
+    what.add_argument(
+        "--model", help="bundle folder, checkpoint or MLflow URI: score the whole pipeline"
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--datalist", type=Path, help="datalist JSON (default: simulated views)")
     src.add_argument(
-        "--simulation", metavar="PRESET", help="simulation preset (default: the training one)"
+        "--simulation",
+        metavar="PRESET",
+        help="simulation preset (default: the training one; with --model: hard)",
     )
     p.add_argument("--split", default="test", help="datalist split (default: test)")
-    p.add_argument("--n", type=int, default=16, help="simulated views (default: 16)")
-    p.add_argument("--seed", type=int, default=None, help="simulation seed (default: unseen)")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="simulated views (default 16); with --model: simulated breasts, 2 views each "
+        "(default 50)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="simulation seed (default: unseen; with --model: 777)",
+    )
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and plots")
     p.add_argument("--no-log", action="store_true", help="do not log to the MLflow run")
+    p.add_argument("--device", default=None, help="with --model: cpu, cuda (default: auto)")
+    p.add_argument("--tta", action="store_true", help="with --model: flip TTA")
+    p.add_argument("--workers", type=int, default=1, help="with --model: simulation workers")
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return _run_evaluate_inference(args)
     from ductai.training.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
@@ -156,7 +245,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         datalist=args.datalist,
         split=args.split,
         simulation=args.simulation,
-        n=args.n,
+        n=args.n if args.n is not None else 16,
         seed=args.seed,
         output_dir=args.out,
         log_to_run=not args.no_log,
@@ -164,6 +253,27 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
         print(f"{key.ljust(width)}  {value:.4f}")
+    return 0
+
+
+def _run_evaluate_inference(args: argparse.Namespace) -> int:
+    from ductai.training.evaluate_inference import evaluate_inference
+
+    result = evaluate_inference(
+        args.model,
+        simulation=args.simulation,
+        n=args.n if args.n is not None else 50,
+        seed=args.seed if args.seed is not None else 777,
+        datalist=args.datalist,
+        split=args.split,
+        out_dir=args.out,
+        device=args.device,
+        tta=args.tta,
+        workers=args.workers,
+    )
+    print(f"Inference evaluation {result.name}:")
+    print(result.table())
+    print(f"Written: {', '.join(str(f) for f in result.files)}")
     return 0
 
 
@@ -177,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_simulate(sub)
     _add_inspect(sub)
+    _add_infer(sub)
     _add_train(sub)
     _add_evaluate(sub)
     return parser

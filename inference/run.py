@@ -1,0 +1,251 @@
+"""`run_inference`: DICOM files in, every result folder out (what `ductai infer` calls).
+
+Flow per breast (docs/inference-design.md): read each view with the data layer, predict (one
+Predictor, loaded once), localize each view, match lesions across the views, then write each
+view's folder and the breast's folder, each all-or-nothing. A file that cannot be read or
+processed becomes an entry in `DIR/errors.json` (and a line on stderr) and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ductai.data.dicom_reader import read_galactogram
+from ductai.data.errors import ImageReadError
+from ductai.inference import stages
+from ductai.inference.grouping import BreastGroup, collect_files, group_by_breast
+from ductai.inference.types import StudyLesion, ViewLocalization, ViewPrediction
+
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "BreastResult",
+    "FileError",
+    "InferenceRun",
+    "ModelNotFoundError",
+    "ViewResult",
+    "resolve_model",
+    "run_inference",
+]
+
+log = logging.getLogger(__name__)
+
+# Shipped next to the network code (ductai.models), so an installed package finds it too.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+ERRORS_FILE = "errors.json"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model given and no default bundle installed."""
+
+
+@dataclass
+class FileError:
+    path: str
+    stage: str  # read, predict, localize, write
+    error: str  # one line naming the file and the problem
+    kind: str  # the exception's class name
+
+
+@dataclass
+class ViewResult:
+    path: str
+    sop_instance_uid: str
+    laterality: str
+    view: str
+    folder: Path
+    report: dict[str, Any]
+    prediction: ViewPrediction | None = None  # kept only with keep_predictions=True
+    localization: ViewLocalization | None = None
+
+
+@dataclass
+class BreastResult:
+    study_instance_uid: str
+    laterality: str
+    folder: Path | None
+    report: dict[str, Any] | None
+    views: list[ViewResult] = field(default_factory=list)
+    lesions: list[StudyLesion] = field(default_factory=list)
+
+
+@dataclass
+class InferenceRun:
+    out_dir: Path
+    model: str
+    breasts: list[BreastResult] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def views(self) -> list[ViewResult]:
+        return [v for b in self.breasts for v in b.views]
+
+    def summary(self) -> str:
+        """The short table `ductai infer` prints: one line per lesion (or per clean view)."""
+        from ductai.inference.summary import format_run
+
+        return format_run(self)
+
+
+def resolve_model(model: str | Path | None) -> str:
+    """The model to load: the one given, else the default bundle, else a clear error."""
+    if model is not None and str(model) != "":
+        return str(model)
+    if (DEFAULT_MODEL_DIR / "bundle.json").is_file():
+        return str(DEFAULT_MODEL_DIR)
+    raise ModelNotFoundError(
+        f"no model given and no default bundle at {DEFAULT_MODEL_DIR}. Pass --model "
+        "PATH_OR_MLFLOW_URI (a bundle folder with bundle.json, a checkpoint such as "
+        "outputs/<run>/best.pt, or runs:/<id>/model), or train one: "
+        "`ductai train configs/segmentation/small_cpu.yaml` and "
+        "`ductai train configs/detection/small_cpu.yaml`, then bundle the two best.pt files "
+        "(docs/inference-design.md, 'Model bundle')"
+    )
+
+
+def run_inference(
+    paths: list[str | Path] | str | Path,
+    out_dir: str | Path,
+    model: str | Path | None = None,
+    *,
+    device: str | None = None,
+    tta: bool = False,
+    pixel_spacing: float | None = None,
+    predictor: Any | None = None,
+    keep_predictions: bool = False,
+) -> InferenceRun:
+    """Analyse every DICOM under `paths`; results under `out_dir` (see module docstring).
+
+    `predictor`: an already loaded Predictor (then `model`, `device` and `tta` are ignored),
+    so a caller that runs many batches loads the networks once.
+    """
+    start = time.perf_counter()
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out_dir = Path(out_dir)
+    if predictor is None:
+        predictor = stages.load_predictor(resolve_model(model), device=device, tta=tta)
+    run = InferenceRun(out_dir=out_dir, model=stages.model_name(predictor))
+    files = collect_files(paths)
+    if not files:
+        raise FileNotFoundError(f"no files found under {', '.join(map(str, paths))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for group in group_by_breast(files):
+        breast = _run_breast(group, predictor, out_dir, pixel_spacing, run.errors, keep_predictions)
+        if breast is not None:
+            run.breasts.append(breast)
+    stages.write_json_atomic(out_dir / ERRORS_FILE, [asdict(e) for e in run.errors])
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def _error(errors: list[FileError], path: Path | str, stage: str, exc: BaseException) -> None:
+    text = str(exc)
+    if str(path) not in text:  # data-layer errors already start with the path
+        text = f"{path}: {stage} failed: {type(exc).__name__}: {text}"
+    errors.append(FileError(str(path), stage, text, type(exc).__name__))
+    log.error("%s", text)
+    log.debug("traceback of the error above", exc_info=exc)
+
+
+def _run_breast(
+    group: BreastGroup,
+    predictor: Any,
+    out_dir: Path,
+    pixel_spacing: float | None,
+    errors: list[FileError],
+    keep: bool,
+) -> BreastResult | None:
+    predictions: list[ViewPrediction] = []
+    seen: set[str] = set()
+    for path in group.files:
+        try:
+            image = read_galactogram(path, pixel_spacing=pixel_spacing)
+        except (ImageReadError, OSError, ValueError) as exc:
+            _error(errors, path, "read", exc)
+            continue
+        except Exception as exc:  # one odd file never stops the batch
+            _error(errors, path, "read", exc)
+            continue
+        if image.sop_instance_uid and image.sop_instance_uid in seen:
+            log.warning("%s: the same SOPInstanceUID was read before; skipped", path)
+            continue
+        seen.add(image.sop_instance_uid)
+        try:
+            prediction = predictor.predict(image)
+        except Exception as exc:
+            _error(errors, path, "predict", exc)
+            continue
+        predictions.append(prediction)
+    if not predictions:
+        return None
+    localizations = [_localize(p, errors) for p in predictions]
+    lesions = _cross_view(predictions, localizations, errors)
+    breast = BreastResult(group.study_instance_uid, group.laterality, None, None, lesions=lesions)
+    for prediction, localization in zip(predictions, localizations):
+        path = prediction.image.path
+        try:
+            folder, report = stages.write_view(out_dir, prediction, localization, lesions)
+        except Exception as exc:
+            _error(errors, path, "write", exc)
+            continue
+        breast.views.append(
+            ViewResult(
+                path=str(path),
+                sop_instance_uid=prediction.image.sop_instance_uid,
+                laterality=prediction.image.laterality,
+                view=prediction.image.view,
+                folder=folder,
+                report=report,
+                prediction=prediction if keep else None,
+                localization=localization if keep else None,
+            )
+        )
+    written = {v.sop_instance_uid for v in breast.views}
+    kept = [
+        (p, loc)
+        for p, loc in zip(predictions, localizations)
+        if p.image.sop_instance_uid in written
+    ]
+    if kept:
+        try:
+            breast.folder, breast.report = stages.write_breast(
+                out_dir,
+                group,
+                [p for p, _ in kept],
+                [loc for _, loc in kept],
+                lesions,
+                {v.sop_instance_uid: v.folder for v in breast.views},
+            )
+        except Exception as exc:
+            _error(errors, group.key, "write", exc)
+    return breast
+
+
+def _localize(prediction: ViewPrediction, errors: list[FileError]) -> ViewLocalization | None:
+    try:
+        return stages.localize_view(prediction)
+    except Exception as exc:  # the view is still reported, without its localization
+        _error(errors, prediction.image.path, "localize", exc)
+        return None
+
+
+def _cross_view(
+    predictions: list[ViewPrediction],
+    localizations: list[ViewLocalization | None],
+    errors: list[FileError],
+) -> list[StudyLesion]:
+    try:
+        return stages.match_views(predictions, localizations)
+    except Exception as exc:
+        _error(errors, predictions[0].image.path, "localize", exc)
+        return []
+
+
+def load_errors(out_dir: str | Path) -> list[dict[str, Any]]:
+    return json.loads((Path(out_dir) / ERRORS_FILE).read_text())

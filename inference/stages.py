@@ -1,0 +1,95 @@
+"""The pipeline's stages as `run_inference` calls them: one seam per part of the package.
+
+Each function forwards to the part that owns the work (predictor, localization, writers), so
+the runner reads as the flow of docs/inference-design.md and a change of one part's API is
+absorbed here, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ductai.inference.types import StudyLesion, ViewLocalization, ViewPrediction
+
+__all__ = [
+    "load_predictor",
+    "localize_view",
+    "match_views",
+    "model_name",
+    "write_breast",
+    "write_json_atomic",
+    "write_view",
+]
+
+
+def load_predictor(model: str, device: str | None = None, tta: bool = False):
+    from ductai.inference.predictor import Predictor
+
+    return Predictor.from_path(model, device=device or "auto", tta=tta)
+
+
+def model_name(predictor: Any) -> str:
+    bundle = getattr(predictor, "bundle", None)
+    if bundle is None:
+        return type(predictor).__name__
+    return f"{bundle.name} {bundle.version} ({bundle.source})"
+
+
+def localize_view(prediction: ViewPrediction) -> ViewLocalization:
+    from ductai.inference.localization import localize_view as localize
+
+    return localize(prediction)
+
+
+def match_views(
+    predictions: Sequence[ViewPrediction], localizations: Sequence[ViewLocalization | None]
+) -> list[StudyLesion]:
+    from ductai.inference.localization import match_views as match
+
+    return match(list(predictions), list(localizations))
+
+
+def write_view(
+    out_dir: Path,
+    prediction: ViewPrediction,
+    localization: ViewLocalization | None,
+    lesions: Sequence[StudyLesion],
+) -> tuple[Path, dict[str, Any]]:
+    """DIR/<SOPInstanceUID>/ with every per-view output; (folder, report)."""
+    from ductai.inference.writers import write_view_outputs
+
+    return write_view_outputs(out_dir, prediction, localization, list(lesions))
+
+
+def write_breast(
+    out_dir: Path,
+    group,
+    predictions: Sequence[ViewPrediction],
+    localizations: Sequence[ViewLocalization | None],
+    lesions: Sequence[StudyLesion],
+    view_folders: dict[str, Path],
+) -> tuple[Path, dict[str, Any]]:
+    """DIR/study_<StudyUID>_<L|R>/ with study_report.json and surgical_map.png."""
+    from ductai.inference.writers import write_study_outputs
+
+    return write_study_outputs(
+        out_dir, list(predictions), list(localizations), list(lesions), view_folders
+    )
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    """Write through a temporary sibling and rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

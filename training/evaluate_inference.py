@@ -1,0 +1,203 @@
+"""`ductai evaluate --model BUNDLE`: score the whole inference pipeline on held-out views.
+
+The views are a simulated set (`--simulation PRESET --n BREASTS --seed S`, written to
+OUT/simulated and reused when it is already there with the same settings) or a datalist split.
+`run_inference` analyses them exactly as `ductai infer` would (outputs in OUT/inference), and
+`inference_scoring.score_inference` compares what it reported with the truth, on the original
+DICOM grid. Results: OUT/metrics.json, OUT/metrics.md, OUT/froc.png and OUT/pr.png.
+
+This module may import both training (the metrics) and inference; inference never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from ductai.training.inference_scoring import (
+    ViewTruth,
+    image_key,
+    score_inference,
+    truth_from_datalist_entry,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["InferenceEvaluation", "evaluate_inference", "format_metrics"]
+
+# (key, label, format) of the table; the JSON holds every metric.
+TABLE: list[tuple[str, str, str]] = [
+    ("n_views", "views scored", "{:.0f}"),
+    ("n_failed_views", "views that failed (scored as empty)", "{:.0f}"),
+    ("cpm", "FROC CPM (mean sens. at 1/8..8 FP/image)", "{:.3f}"),
+    ("sens@1fp", "lesion sensitivity at 1 FP/image", "{:.3f}"),
+    ("froc_sens@0.25", "lesion sensitivity at 1/4 FP/image", "{:.3f}"),
+    ("auc", "image-level AUC (lesion present)", "{:.3f}"),
+    ("ap@0.1_any", "AP at IoU 0.1, class-agnostic", "{:.3f}"),
+    ("mimic_fp_per_image", "mimic false positives/image at the 1-FP point", "{:.3f}"),
+    ("mimic_fp_per_image@0.5", "mimic false positives/image at score 0.5", "{:.3f}"),
+    ("dice_duct", "duct Dice (original grid)", "{:.3f}"),
+    ("cldice_duct", "duct clDice (original grid)", "{:.3f}"),
+    ("distance_error_mm_median", "distance-to-nipple error, median (mm)", "{:.1f}"),
+    ("distance_error_mm_mean", "distance-to-nipple error, mean (mm)", "{:.1f}"),
+    ("n_matched_lesion_views", "lesion views matched for distance", "{:.0f}"),
+    ("clock_accuracy", "clock within 1 h (lesions in both views)", "{:.3f}"),
+    ("clock_accuracy_given", "clock within 1 h, of those given a clock", "{:.3f}"),
+    ("quadrant_accuracy", "quadrant correct (lesions in both views)", "{:.3f}"),
+    ("depth_accuracy", "depth third correct (lesions in both views)", "{:.3f}"),
+    ("n_clock_lesions", "lesions in both views", "{:.0f}"),
+    ("seconds_per_view", "seconds per view, end to end", "{:.2f}"),
+]
+
+
+@dataclass
+class InferenceEvaluation:
+    name: str
+    out_dir: Path
+    metrics: dict[str, float]
+    files: list[Path] = field(default_factory=list)
+
+    def table(self) -> str:
+        return format_metrics(self.metrics)
+
+
+def _simulated_entries(out: Path, preset: str, n: int, seed: int, workers: int) -> list:
+    """Views of a simulated held-out set, generated once per (preset, n, seed)."""
+    from ductai.data.datalist import datalist_from_simulation
+    from ductai.simulation.generate import generate_dataset, load_simulation_config
+
+    config = load_simulation_config(preset, [])
+    settings = out / "simulation.yaml"
+    if settings.is_file():
+        saved = yaml.safe_load(settings.read_text())
+        same = (
+            saved.get("seed") == seed
+            and saved.get("n_breasts") == n
+            and saved.get("config") == config.model_dump(mode="json")
+            and len(list((out / "images").glob("*.dcm"))) == 2 * n
+        )
+        if same:
+            log.info("reusing the simulated set in %s", out)
+            return datalist_from_simulation(out)
+    generate_dataset(out, n_breasts=n, seed=seed, config=config, workers=workers)
+    return datalist_from_simulation(out)
+
+
+def _datalist_entries(datalist: Path, split: str) -> list:
+    from ductai.data.datalist import load_datalist
+
+    entries = load_datalist(datalist)[split]
+    if not entries:
+        raise ValueError(f"{datalist}: the {split!r} list is empty")
+    return entries
+
+
+def _predictions(run) -> dict[str, dict[str, Any]]:
+    """What the pipeline delivered, read back from its files: the report and duct_mask.png."""
+    out: dict[str, dict[str, Any]] = {}
+    for view in run.views:
+        mask_name = (view.report.get("outputs") or {}).get("duct_mask")
+        mask_path = view.folder / mask_name if mask_name else None
+        mask = (
+            np.asarray(Image.open(mask_path)) > 0
+            if mask_path is not None and mask_path.is_file()
+            else None
+        )
+        out[image_key(view.path)] = {"lesions": view.report.get("lesions", []), "duct_mask": mask}
+    return out
+
+
+def evaluate_inference(
+    model: str | Path | None,
+    *,
+    simulation: str | None = "hard",
+    n: int = 50,
+    seed: int = 777,
+    datalist: str | Path | None = None,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    device: str | None = None,
+    tta: bool = False,
+    workers: int = 1,
+    predictor: Any | None = None,
+) -> InferenceEvaluation:
+    """Run and score the pipeline (module docstring); `predictor` skips loading `model`."""
+    from ductai.inference.run import run_inference
+
+    if datalist is not None:
+        name = f"{Path(datalist).stem}-{split}"
+    else:
+        simulation = simulation or "hard"
+        name = f"sim-{Path(simulation).stem}-n{n}-seed{seed}"
+    out = Path(out_dir) if out_dir else Path("outputs") / "evaluation" / f"inference-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    if datalist is not None:
+        entries = _datalist_entries(Path(datalist), split)
+    else:
+        entries = _simulated_entries(out / "simulated", simulation, n, seed, workers)
+    truths: list[ViewTruth] = [truth_from_datalist_entry(e) for e in entries]
+    run = run_inference(
+        [e.image for e in entries],
+        out / "inference",
+        model=model,
+        device=device,
+        tta=tta,
+        predictor=predictor,
+    )
+    predicted = _predictions(run)
+    metrics, curves = score_inference(predicted, truths)
+    metrics["n_failed_views"] = float(sum(t.key not in predicted for t in truths))
+    metrics["seconds_per_view"] = run.seconds / max(len(run.views), 1)
+    files = _write(out, name, run.model, metrics, curves)
+    return InferenceEvaluation(name=name, out_dir=out, metrics=metrics, files=files)
+
+
+def _fmt(value: float, pattern: str) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else pattern.format(value)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    rows = [(label, _fmt(metrics.get(key, math.nan), fmt)) for key, label, fmt in TABLE]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
+
+
+def _markdown(name: str, model: str, metrics: dict[str, float]) -> str:
+    lines = [
+        f"# Inference evaluation: {name}",
+        "",
+        f"Model: {model}",
+        "",
+        "| metric | key | value |",
+        "|---|---|---|",
+    ]
+    for key, label, fmt in TABLE:
+        lines.append(f"| {label} | `{key}` | {_fmt(metrics.get(key, math.nan), fmt)} |")
+    lines += ["", "All metrics: metrics.json. Definitions: training/inference_scoring.py.", ""]
+    return "\n".join(lines)
+
+
+def _write(
+    out: Path, name: str, model: str, metrics: dict[str, float], curves: dict[str, Any]
+) -> list[Path]:
+    from ductai.training.plots import plot_froc, plot_pr
+
+    def clean(v: float) -> float | None:  # JSON has no NaN
+        return float(v) if math.isfinite(v) else None
+
+    doc = {"name": name, "model": model, "metrics": {k: clean(v) for k, v in metrics.items()}}
+    files = [out / "metrics.json", out / "metrics.md"]
+    files[0].write_text(json.dumps(doc, indent=1) + "\n")
+    files[1].write_text(_markdown(name, model, metrics))
+    files.append(plot_froc(curves, out / "froc.png"))
+    if curves.get("pr"):
+        files.append(plot_pr(curves, out / "pr.png"))
+    return files
