@@ -186,6 +186,46 @@ def write_seg(
     return _finish(seg, source, "seg", Path(path))
 
 
+def _summary_group(
+    source: Dataset, laterality: str, found: bool
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """Image-level group: 'with findings' or 'without findings' (the CAD SR's summary codes),
+    so an SR with no lesion still says the image was read and nothing was found."""
+    summary = (
+        codes.DCM.AllAlgorithmsSucceededWithFindings
+        if found
+        else codes.DCM.AllAlgorithmsSucceededWithoutFindings
+    )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            identifier="ductai image summary",
+            uid=generate_uid(entropy_srcs=[str(source.SOPInstanceUID), "summary"]),
+        ),
+        finding_sites=_sites(laterality),
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=codes.DCM.CADProcessingAndFindingsSummary, value=summary
+            )
+        ],
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup(
+                referenced_sop_class_uid=source.SOPClassUID,
+                referenced_sop_instance_uid=source.SOPInstanceUID,
+            )
+        ],
+    )
+
+
+def _sites(laterality: str) -> list[hd.sr.FindingSite] | None:
+    if laterality not in LATERALITY_CODES:
+        return None
+    return [
+        hd.sr.FindingSite(
+            anatomic_location=codes.SCT.Breast, laterality=LATERALITY_CODES[laterality]
+        )
+    ]
+
+
 def _lesion_group(
     lesion: dict[str, Any], source: Dataset, laterality: str
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
@@ -230,15 +270,6 @@ def _lesion_group(
         evaluations.append(
             hd.sr.QualitativeEvaluation(name=codes.SCT.Depth, value=DEPTH_CODES[lesion["depth"]])
         )
-    sites = (
-        [
-            hd.sr.FindingSite(
-                anatomic_location=codes.SCT.Breast, laterality=LATERALITY_CODES[laterality]
-            )
-        ]
-        if laterality in LATERALITY_CODES
-        else None
-    )
     clock = f", {lesion['clock']} o'clock" if lesion.get("clock") else ""
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
@@ -249,7 +280,7 @@ def _lesion_group(
         ),
         referenced_region=region,
         finding_type=FINDING_CODES[lesion["label"]],
-        finding_sites=sites,
+        finding_sites=_sites(laterality),
         measurements=measurements,
         qualitative_evaluations=evaluations or None,
     )
@@ -277,8 +308,10 @@ def write_sr(
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.SCT.MammaryDuctogram,
-        imaging_measurements=[_lesion_group(les, source, laterality) for les in lesions],
-        referenced_images=[source] if not lesions else None,
+        imaging_measurements=[
+            _summary_group(source, laterality, bool(lesions)),
+            *(_lesion_group(les, source, laterality) for les in lesions),
+        ],
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source],
