@@ -39,7 +39,8 @@ FLAG_COLOUR = (255, 80, 80)
 
 
 def write_png(path: str | Path, array: np.ndarray) -> Path:
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", optimize=False)
+    # Level 1: a full-field mask or heatmap compresses nearly as well at a third of the time.
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", compress_level=1)
     return Path(path)
 
 
