@@ -13,7 +13,7 @@ def setup_logging(verbose: bool = False) -> None:
     # Third-party chatter that hides ductai's own messages.
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    for noisy in ("PIL", "matplotlib", "urllib3", "pydicom.pixels"):
+    for noisy in ("PIL", "matplotlib", "urllib3", "pydicom.pixels", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not verbose:
         warnings.filterwarnings("ignore", category=FutureWarning, module="monai")

@@ -186,11 +186,17 @@ def _run_breast(
         return None
     localizations = [_localize(p, errors) for p in predictions]
     lesions = _cross_view(predictions, localizations, errors)
-    breast = BreastResult(group.study_instance_uid, group.laterality, None, None, lesions=lesions)
+    # Views of one group share the study and laterality the reader found (the header scan
+    # that grouped them used the same rules).
+    first = predictions[0].image
+    breast = BreastResult(first.study_instance_uid, first.laterality, None, None, lesions=lesions)
+    study_name = stages.study_folder(breast.study_instance_uid, breast.laterality)
     for prediction, localization in zip(predictions, localizations):
         path = prediction.image.path
         try:
-            folder, report = stages.write_view(out_dir, prediction, localization, lesions)
+            folder, report = stages.write_view(
+                out_dir, prediction, localization, lesions, study_folder=study_name
+            )
         except Exception as exc:
             _error(errors, path, "write", exc)
             continue
@@ -216,11 +222,11 @@ def _run_breast(
         try:
             breast.folder, breast.report = stages.write_breast(
                 out_dir,
-                group,
+                breast.study_instance_uid,
+                breast.laterality,
                 [p for p, _ in kept],
                 [loc for _, loc in kept],
                 lesions,
-                {v.sop_instance_uid: v.folder for v in breast.views},
             )
         except Exception as exc:
             _error(errors, group.key, "write", exc)

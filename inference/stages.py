@@ -21,6 +21,7 @@ __all__ = [
     "localize_view",
     "match_views",
     "model_name",
+    "study_folder",
     "write_breast",
     "write_json_atomic",
     "write_view",
@@ -59,27 +60,43 @@ def write_view(
     prediction: ViewPrediction,
     localization: ViewLocalization | None,
     lesions: Sequence[StudyLesion],
+    study_folder: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """DIR/<SOPInstanceUID>/ with every per-view output; (folder, report)."""
+    """DIR/<SOPInstanceUID>/ with every per-view output; (folder, its report.json)."""
     from ductai.inference.writers import write_view_outputs
 
-    return write_view_outputs(out_dir, prediction, localization, list(lesions))
+    folder = write_view_outputs(
+        out_dir, prediction, localization, list(lesions), study_folder=study_folder
+    )
+    return folder, json.loads((folder / "report.json").read_text())
+
+
+def study_folder(study_instance_uid: str, laterality: str) -> str:
+    from ductai.inference.writers import study_folder_name
+
+    return study_folder_name(study_instance_uid, laterality)
 
 
 def write_breast(
     out_dir: Path,
-    group,
+    study_instance_uid: str,
+    laterality: str,
     predictions: Sequence[ViewPrediction],
     localizations: Sequence[ViewLocalization | None],
     lesions: Sequence[StudyLesion],
-    view_folders: dict[str, Path],
 ) -> tuple[Path, dict[str, Any]]:
     """DIR/study_<StudyUID>_<L|R>/ with study_report.json and surgical_map.png."""
     from ductai.inference.writers import write_study_outputs
 
-    return write_study_outputs(
-        out_dir, list(predictions), list(localizations), list(lesions), view_folders
+    folder = write_study_outputs(
+        out_dir,
+        study_instance_uid,
+        laterality,
+        list(predictions),
+        list(localizations),
+        list(lesions),
     )
+    return folder, json.loads((folder / "study_report.json").read_text())
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
