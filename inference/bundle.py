@@ -172,10 +172,8 @@ def _load_pyfunc_folder(folder: Path, source: str) -> ModelBundle:
 
 
 def _load_mlflow(uri: str, tracking_uri: str | None) -> ModelBundle:
-    import mlflow.artifacts
-
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
+        local = _download(uri, tracking_uri)
     except Exception as e:  # MLflow raises many kinds (missing run, no store, bad URI)
         raise BundleError(f"{uri}: cannot download the MLflow model ({e})") from e
     path = Path(local)
@@ -191,6 +189,40 @@ def _load_mlflow(uri: str, tracking_uri: str | None) -> ModelBundle:
         if len(parts) > 1:
             bundle.version = parts[1]
     return bundle
+
+
+def _download(uri: str, tracking_uri: str | None) -> str:
+    """Local copy of an MLflow model. MLflow 3 logs models as LoggedModels: a ``runs:/<id>/model``
+    URI resolves through the helper pyfunc.load_model uses; the public download_artifacts only
+    sees the run's own artifact folder and fails on it."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    try:
+        from mlflow.tracking.artifact_utils import _download_artifact_from_uri as download
+    except ImportError:  # a future MLflow without the helper
+
+        def download(u: str) -> str:
+            return mlflow.artifacts.download_artifacts(artifact_uri=u)
+
+    previous, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return download(uri)
+    finally:
+        if tracking_uri:
+            mlflow.set_tracking_uri(previous)
+        for key, value in (
+            ("MLFLOW_TRACKING_URI", env),
+            ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", bar),
+        ):
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _from_checkpoints(
