@@ -128,12 +128,12 @@ def run_inference(
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out_dir = Path(out_dir)
-    if predictor is None:
-        predictor = stages.load_predictor(resolve_model(model), device=device, tta=tta)
-    run = InferenceRun(out_dir=out_dir, model=stages.model_name(predictor))
     files = collect_files(paths)
     if not files:
         raise FileNotFoundError(f"no files found under {', '.join(map(str, paths))}")
+    if predictor is None:
+        predictor = stages.load_predictor(resolve_model(model), device=device, tta=tta)
+    run = InferenceRun(out_dir=out_dir, model=stages.model_name(predictor))
     out_dir.mkdir(parents=True, exist_ok=True)
     for group in group_by_breast(files):
         breast = _run_breast(group, predictor, out_dir, pixel_spacing, run.errors, keep_predictions)
@@ -185,7 +185,8 @@ def _run_breast(
     if not predictions:
         return None
     localizations = [_localize(p, errors) for p in predictions]
-    lesions = _cross_view(predictions, localizations, errors)
+    study = _cross_view(predictions, localizations, errors)
+    lesions = study.lesions if study is not None else []
     # Views of one group share the study and laterality the reader found (the header scan
     # that grouped them used the same rules).
     first = predictions[0].image
@@ -227,6 +228,8 @@ def _run_breast(
                 [p for p, _ in kept],
                 [loc for _, loc in kept],
                 lesions,
+                flags=study.fill_flags if study is not None else [],
+                notes=study.notes if study is not None else [],
             )
         except Exception as exc:
             _error(errors, group.key, "write", exc)
@@ -245,12 +248,16 @@ def _cross_view(
     predictions: list[ViewPrediction],
     localizations: list[ViewLocalization | None],
     errors: list[FileError],
-) -> list[StudyLesion]:
+):
+    """The breast's StudyLocalization, over the views that were localized; None on failure."""
+    pairs = [(p, loc) for p, loc in zip(predictions, localizations) if loc is not None]
+    if not pairs:
+        return None
     try:
-        return stages.match_views(predictions, localizations)
+        return stages.localize_breast([p for p, _ in pairs], [loc for _, loc in pairs])
     except Exception as exc:
         _error(errors, predictions[0].image.path, "localize", exc)
-        return []
+        return None
 
 
 def load_errors(out_dir: str | Path) -> list[dict[str, Any]]:

@@ -18,9 +18,10 @@ from ductai.inference.types import StudyLesion, ViewLocalization, ViewPrediction
 
 __all__ = [
     "load_predictor",
+    "localize_breast",
     "localize_view",
-    "match_views",
     "model_name",
+    "positioner_angle",
     "study_folder",
     "write_breast",
     "write_json_atomic",
@@ -42,17 +43,37 @@ def model_name(predictor: Any) -> str:
 
 
 def localize_view(prediction: ViewPrediction) -> ViewLocalization:
-    from ductai.inference.localization import localize_view as localize
+    from ductai.inference.localization.view import localize_view as localize
 
-    return localize(prediction)
+    return localize(prediction).localization
 
 
-def match_views(
-    predictions: Sequence[ViewPrediction], localizations: Sequence[ViewLocalization | None]
-) -> list[StudyLesion]:
-    from ductai.inference.localization import match_views as match
+def positioner_angle(path: str | Path) -> float | None:
+    """PositionerPrimaryAngle (the MLO obliquity) from the header; None when absent."""
+    import pydicom
 
-    return match(list(predictions), list(localizations))
+    try:
+        ds = pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=["PositionerPrimaryAngle"]
+        )
+        value = ds.get("PositionerPrimaryAngle")
+        return None if value in (None, "") else float(value)
+    except Exception:  # a missing or odd angle falls back to the localization's default
+        return None
+
+
+def localize_breast(
+    predictions: Sequence[ViewPrediction], localizations: Sequence[ViewLocalization]
+):
+    """Cross-view matching of one breast: a StudyLocalization (lesions, flags, notes)."""
+    from ductai.inference.localization.study import localize_study
+
+    angles = {
+        p.image.sop_instance_uid: angle
+        for p in predictions
+        if (angle := positioner_angle(p.image.path)) is not None
+    }
+    return localize_study(list(zip(predictions, localizations)), obliquity_deg=angles)
 
 
 def write_view(
@@ -84,6 +105,8 @@ def write_breast(
     predictions: Sequence[ViewPrediction],
     localizations: Sequence[ViewLocalization | None],
     lesions: Sequence[StudyLesion],
+    flags: Sequence[str] = (),
+    notes: Sequence[str] = (),
 ) -> tuple[Path, dict[str, Any]]:
     """DIR/study_<StudyUID>_<L|R>/ with study_report.json and surgical_map.png."""
     from ductai.inference.writers import write_study_outputs
@@ -95,6 +118,8 @@ def write_breast(
         list(predictions),
         list(localizations),
         list(lesions),
+        flags=list(flags),
+        messages=list(notes),
     )
     return folder, json.loads((folder / "study_report.json").read_text())
 

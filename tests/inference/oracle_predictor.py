@@ -46,7 +46,7 @@ class OraclePredictor:
                     continue
                 box = geometry.boxes_to_canonical(np.asarray(obj["bbox_px"], float))[0]
                 detections.append(Detection(box=box, score=self.score, label=obj["label"]))
-                x0, y0, x1, y1 = (int(round(v)) for v in box)
+                x0, y0, x1, y1 = (round(float(v)) for v in box)
                 lesion[max(y0, 0) : y1, max(x0, 0) : x1] = self.score
             mask = np.asarray(Image.open(duct_png)) > 0
             # Area-averaged coverage: >= 0.5 maps back to about the truth mask.

@@ -20,7 +20,7 @@ from ductai.training.inference_scoring import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oracle_predictor import OraclePredictor  # noqa: E402
+from oracle_predictor import OraclePredictor
 
 
 @pytest.fixture(scope="module")
