@@ -50,6 +50,16 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+def _view_files(run: InferenceRun) -> list[str]:
+    """Output files of the views, in report order (DICOM ones only when they were written)."""
+    names: dict[str, None] = {}
+    for view in run.views:
+        for name in (view.report.get("outputs") or {}).values():
+            if "/" not in name:  # the link to the study report is not a file of the view
+                names[name] = None
+    return list(names)
+
+
 def format_run(run: InferenceRun) -> str:
     out = run.out_dir
     n_views = len(run.views)
@@ -60,10 +70,8 @@ def format_run(run: InferenceRun) -> str:
     if n_views:
         lines += ["", _table(_rows(run)), ""]
         lines.append("'?' clock: the lesion was not matched in both views of its breast.")
-        lines.append(
-            f"Per view   : {out}/<SOPInstanceUID>/ (report.json, overlay.png, "
-            "heatmap.png, duct_mask.png, seg.dcm, sr.dcm, sc.dcm)"
-        )
+        files = ["report.json", *_view_files(run)]
+        lines.append(f"Per view   : {out}/<SOPInstanceUID>/ ({', '.join(files)})")
         maps = [b.folder for b in run.breasts if b.folder is not None]
         if maps:
             lines.append(
@@ -72,7 +80,7 @@ def format_run(run: InferenceRun) -> str:
             )
     if run.errors:
         lines.append(
-            f"Errors     : {len(run.errors)} file(s) not analysed, see {out / 'errors.json'}"
+            f"Errors     : {len(run.errors)}, each naming its file (also in {out / 'errors.json'})"
         )
         lines += [f"  {e.error}" for e in run.errors]
     return "\n".join(lines)
