@@ -5,6 +5,8 @@
   by MONAI's `PersistentDataset` or in memory by `CacheDataset`; the random training
   transform runs after the cache, on every access.
 * `simulated_dataset`: the on-the-fly simulator as an endless source, new breasts each epoch.
+* `SimulatedMix`: simulated views from several presets mixed by weight, each breast's preset
+  fixed by (seed, breast index).
 
 Missing labels, recorded in ``meta`` so losses can tell "absent" from "not drawn":
 no instance mask -> each box gets a filled ellipse (``meta["instances_from_boxes"]``), so the
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ __all__ = [
     "DatalistDataset",
     "LoadCanonicald",
     "SimulatedEpochs",
+    "SimulatedMix",
     "datalist_dataset",
     "simulated_dataset",
 ]
@@ -271,6 +275,84 @@ class SimulatedEpochs(Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
+class SimulatedMix(Dataset):
+    """Simulated views of ``length`` items from several presets mixed by weight.
+
+    ``presets`` maps a preset (a name under configs/simulation/ or a YAML path) to a positive
+    weight (normalised). Items ``2b`` and ``2b + 1`` are the two views of breast ``b``, both
+    rendered with the preset ``preset_of(b)``, at breast index ``b`` of ``seed`` whatever the
+    preset, so every breast of the mix has its own anatomy and any (seed, index) is
+    reproducible (a resumed or distributed run sees the same breasts). ``meta["preset"]``
+    names the preset.
+
+    ``stratify=True`` (fixed sets: validation, a finite training set): each preset gets its
+    share of the ``ceil(length / 2)`` breasts by largest remainder, every preset at least one
+    breast when there are as many breasts as presets, in an order shuffled by the seed.
+    ``stratify=False`` (the endless stream): each breast draws its preset independently,
+    from a generator seeded by (seed, breast) only.
+    """
+
+    _SALT = 0x5052_4553  # keeps the preset draws apart from the simulator's own streams
+
+    def __init__(
+        self,
+        presets: Mapping[str, float],
+        spacing_mm: float = 0.3,
+        length: int = 1000,
+        seed: int = 0,
+        transform: Callable | None = None,
+        stratify: bool = True,
+    ) -> None:
+        from ductai.simulation.dataset import SimulatedGalactograms
+
+        if not presets or any(not (math.isfinite(w) and w > 0) for w in presets.values()):
+            raise ValueError(f"presets must map names to positive weights, not {dict(presets)}")
+        # Sorted by name: the same mapping written in another order gives the same data.
+        self.names = sorted(presets)
+        weights = np.array([float(presets[n]) for n in self.names])
+        self.weights = weights / weights.sum()
+        self._cumulative = np.cumsum(self.weights)
+        self.length, self.seed = int(length), int(seed)
+        self.transform = transform
+        self.sources = {
+            n: SimulatedGalactograms(n, spacing_mm=spacing_mm, length=self.length, seed=seed)
+            for n in self.names
+        }
+        self._assigned: np.ndarray | None = None
+        if stratify:
+            self._assigned = self._stratified(math.ceil(self.length / 2))
+
+    def _stratified(self, breasts: int) -> np.ndarray:
+        share = self.weights * breasts
+        counts = np.floor(share).astype(int)
+        for k in np.argsort(-(share - counts), kind="stable")[: breasts - counts.sum()]:
+            counts[k] += 1
+        if breasts >= len(counts):
+            for k in np.flatnonzero(counts == 0):
+                counts[np.argmax(counts)] -= 1
+                counts[k] = 1
+        order = np.repeat(np.arange(len(counts)), counts)
+        return np.random.default_rng([self.seed, self._SALT]).permutation(order)
+
+    def preset_of(self, breast: int) -> str:
+        if self._assigned is not None:
+            return self.names[int(self._assigned[breast])]
+        u = np.random.default_rng([self.seed, int(breast), self._SALT]).random()
+        k = int(np.searchsorted(self._cumulative, u, side="right"))
+        return self.names[min(k, len(self.names) - 1)]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items")
+        name = self.preset_of(int(index) // 2)
+        sample = self.sources[name][int(index)]
+        sample["meta"]["preset"] = name
+        return self.transform(sample) if self.transform is not None else sample
+
+
 def simulated_dataset(
     steps_per_epoch: int,
     batch_size: int,
@@ -280,8 +362,14 @@ def simulated_dataset(
     transform: Callable | None = None,
     crops_per_view: int = 1,
 ) -> SimulatedEpochs:
-    """The simulator as a training source: ``steps_per_epoch * batch_size`` samples per epoch."""
+    """The simulator as a training source: ``steps_per_epoch * batch_size`` samples per epoch.
+
+    ``config``: a preset name or YAML path, a ``SimulationConfig``, or a mapping preset ->
+    weight (`SimulatedMix`: each breast's preset drawn from (seed, breast))."""
     from ductai.simulation.dataset import SimulatedGalactograms
 
-    simulator = SimulatedGalactograms(config, spacing_mm=spacing_mm, length=2**62, seed=seed)
+    if isinstance(config, Mapping):
+        simulator: Dataset = SimulatedMix(config, spacing_mm, 2**62, seed, stratify=False)
+    else:
+        simulator = SimulatedGalactograms(config, spacing_mm=spacing_mm, length=2**62, seed=seed)
     return SimulatedEpochs(simulator, steps_per_epoch * batch_size, transform, crops_per_view)

@@ -6,10 +6,11 @@ Every section forbids unknown keys, so a typo is one clear message naming the do
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ductai.config import ConfigError, load_config
 from ductai.data.transforms import AugmentConfig
@@ -29,9 +30,17 @@ class SimulationSource(_Section):
     (per rank) from an endless stream, or cycles a fixed set of ``train_length`` views;
     validation is a fixed set of ``val_length`` views. ``data.cache: memory`` renders a fixed
     set once.
+
+    ``presets`` mixes simulation presets (a name under configs/simulation/ or a YAML path ->
+    a positive weight, normalised): each breast is rendered with one preset chosen from
+    (seed, breast index) alone (``ductai.data.datasets.SimulatedMix``), so the data stay
+    reproducible and a resume sees the same breasts. The endless training stream draws each
+    breast's preset independently with these probabilities; the fixed sets (validation,
+    ``train_length``) hold each preset in proportion, every preset at least once when there
+    are enough breasts. ``preset: NAME`` is shorthand for ``presets: {NAME: 1}``.
     """
 
-    preset: str = "default"  # a name under configs/simulation/ or a YAML path
+    presets: dict[str, float] = {"default": 1.0}
     # None derives both from trainer.seed, so one seed controls the simulator too.
     train_seed: int | None = None
     val_seed: int | None = None
@@ -39,6 +48,41 @@ class SimulationSource(_Section):
     # Endless source: crops cut from each rendered view (rendering costs more than a crop).
     crops_per_view: int = Field(1, ge=1)
     val_length: int = Field(16, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "preset" in data:
+            data = dict(data)
+            preset = data.pop("preset")
+            if "presets" in data:
+                raise ValueError(
+                    "give either preset (one) or presets (a mix), not both; "
+                    f"e.g. presets={{{preset}: 1}}"
+                )
+            data["presets"] = {preset: 1.0} if isinstance(preset, str) else preset
+        return data
+
+    @field_validator("presets")
+    @classmethod
+    def _known_presets(cls, presets: dict[str, float]) -> dict[str, float]:
+        from ductai.simulation.config import preset_names
+
+        if not presets:
+            raise ValueError("give at least one preset, e.g. {default: 0.7, hard: 0.3}")
+        known = preset_names()
+        problems = []
+        for name, weight in presets.items():
+            path = Path(name)
+            if path.suffix and not path.is_file():
+                problems.append(f"{name!r}: no such simulation config file")
+            elif not path.suffix and name not in known:
+                problems.append(f"{name!r}: unknown preset (known: {', '.join(known)})")
+            if not (math.isfinite(weight) and weight > 0):
+                problems.append(f"{name!r}: the weight must be a positive number, not {weight}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return presets
 
 
 class DataConfig(_Section):

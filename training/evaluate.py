@@ -1,9 +1,10 @@
 """Evaluate a checkpoint on a datalist split or on simulated views; results go to its run.
 
-``ductai evaluate --checkpoint PATH [--datalist FILE --split test | --simulation PRESET]``:
-the network and settings come from the checkpoint's resolved config; metrics are logged to
-the checkpoint's MLflow run as ``eval/<name>/<metric>`` at the checkpoint's step, and the
-plots (overlay grid, FROC and PR) as artifacts under ``evaluation/<name>/``.
+``ductai evaluate --checkpoint PATH [--datalist FILE --split test | --simulation PRESET]``
+(neither: simulated views of the training preset mix, each preset in proportion): the
+network and settings come from the checkpoint's resolved config; metrics are logged to the
+checkpoint's MLflow run as ``eval/<name>/<metric>`` at the checkpoint's step, and the plots
+(overlay grid, FROC and PR) as artifacts under ``evaluation/<name>/``.
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ def evaluation_dataset(
         if len(ds) == 0:
             raise ValueError(f"{datalist}: the {split!r} list is empty")
         return ds, f"{Path(datalist).stem}-{split}"
-    from ductai.simulation.dataset import SimulatedGalactograms
+    from ductai.data.datasets import SimulatedMix
 
-    preset = simulation or config.data.simulation.preset
+    # One preset, or the training mix (each preset in proportion, SimulatedMix).
+    presets = {simulation: 1.0} if simulation else config.data.simulation.presets
     # Default: a seed neither training nor validation used.
     seed = seed if seed is not None else config.trainer.seed + 104729
-    ds = SimulatedGalactograms(preset, config.data.spacing_mm, n, seed, tf)
-    return ds, f"sim-{Path(preset).stem}-seed{seed}"
+    ds = SimulatedMix(presets, config.data.spacing_mm, n, seed, tf)
+    return ds, f"sim-{'_'.join(Path(p).stem for p in sorted(presets))}-seed{seed}"
 
 
 def evaluate_checkpoint(

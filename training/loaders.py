@@ -89,27 +89,28 @@ def build_datasets(config: TrainConfig, world_size: int = 1) -> tuple[Dataset, D
             if len(ds) == 0:
                 raise ValueError(f"{d.datalist}: the {split!r} list is empty")
         return train, val
-    from ductai.data.datasets import simulated_dataset
-    from ductai.simulation.dataset import SimulatedGalactograms
+    from ductai.data.datasets import SimulatedMix, simulated_dataset
 
     sim, seed = d.simulation, config.trainer.seed
     # Validation breasts come from another seed than training ones: never the same anatomy.
     train_seed = sim.train_seed if sim.train_seed is not None else seed
     val_seed = sim.val_seed if sim.val_seed is not None else seed + 7919
     if sim.train_length is None:
+        # Endless: each breast draws its preset from (seed, breast) with the mix's weights.
         train = simulated_dataset(
             config.trainer.steps_per_epoch * world_size,
             d.batch_size,
-            config=sim.preset,
+            config=sim.presets,
             spacing_mm=d.spacing_mm,
             seed=train_seed,
             transform=train_tf,
             crops_per_view=sim.crops_per_view,
         )
     else:
-        train = SimulatedGalactograms(sim.preset, d.spacing_mm, sim.train_length, train_seed)
+        train = SimulatedMix(sim.presets, d.spacing_mm, sim.train_length, train_seed)
         train = RenderedOnce(train, train_tf) if d.cache == "memory" else _with(train, train_tf)
-    val = SimulatedGalactograms(sim.preset, d.spacing_mm, sim.val_length, val_seed)
+    # Fixed sets hold every preset in proportion (SimulatedMix, stratified).
+    val = SimulatedMix(sim.presets, d.spacing_mm, sim.val_length, val_seed)
     val = RenderedOnce(val, val_tf) if d.cache == "memory" else _with(val, val_tf)
     return train, val
 

@@ -9,6 +9,16 @@ is ``./mlflow.db`` with ``./mlruns``), and no server is needed.
 Step metrics are buffered and flushed just before each checkpoint is written; a resumed run
 drops records at or below the last step already in the store, so a kill-and-resume leaves
 neither gaps nor duplicated steps.
+
+The final model (``ductai.inference.pyfunc``) serves over HTTP in ductai's environment:
+``mlflow models serve -m <model uri> --env-manager local -h 127.0.0.1 -p 5001``, then POST
+``{"inputs": <[H, W] canonical image as nested lists>}`` (detection: optional
+``"params": {"include_mimics": true}``) to ``/invocations``. MLflow starts ``uvicorn`` from
+the PATH, so the environment's ``bin`` must be on it (an activated venv). Start-up takes
+about 15 s on 2 CPU cores (tested, ``tests/training/test_tracking.py``). The other env
+managers (``virtualenv``, ``uv``, ``conda``) build a fresh environment from the logged
+requirements, which pin ``ductai`` itself, so they need ductai installable from a package
+index (not tested).
 """
 
 from __future__ import annotations
@@ -198,8 +208,12 @@ def data_fingerprint(data_cfg: Any, seed: int) -> str:
         from ductai.simulation.config import load_simulation_config
 
         sim = data_cfg.simulation
-        preset = load_simulation_config(sim.preset).model_dump(mode="json")
-        h.update(json.dumps(preset, sort_keys=True).encode())
+        total = sum(sim.presets.values())
+        presets = {
+            name: [weight / total, load_simulation_config(name).model_dump(mode="json")]
+            for name, weight in sim.presets.items()
+        }
+        h.update(json.dumps(presets, sort_keys=True).encode())
         seeds = (sim.train_seed, sim.val_seed, sim.train_length, sim.val_length, seed)
         h.update(repr(seeds).encode())
     return h.hexdigest()[:16]

@@ -9,7 +9,12 @@ from torch.utils.data import DataLoader
 
 import ductai.data.datasets as datasets
 from ductai.data.datalist import load_datalist
-from ductai.data.datasets import DatalistDataset, datalist_dataset, simulated_dataset
+from ductai.data.datasets import (
+    DatalistDataset,
+    SimulatedMix,
+    datalist_dataset,
+    simulated_dataset,
+)
 from ductai.data.instances import boxes_from_instances
 from ductai.data.transforms import (
     AugmentConfig,
@@ -181,3 +186,39 @@ def test_crops_per_view_reuses_each_rendered_view():
     dataset.transform = transform
     first, second = dataset[2], dataset[3]  # one view, two different random crops
     assert not torch.equal(first["image"], second["image"])
+
+
+def test_preset_mix_is_deterministic_and_weighted():
+    mix = {"default": 0.7, "hard": 0.3}
+    endless = SimulatedMix(mix, length=2**62, seed=5, stratify=False)
+    picks = [endless.preset_of(b) for b in range(2000)]
+    again = SimulatedMix({"hard": 3, "default": 7}, length=2**62, seed=5, stratify=False)
+    assert picks == [again.preset_of(b) for b in range(2000)]  # (seed, breast) only
+    assert abs(picks.count("hard") / len(picks) - 0.3) < 0.04
+    other_seed = SimulatedMix(mix, length=2**62, seed=6, stratify=False)
+    assert picks != [other_seed.preset_of(b) for b in range(2000)]
+    # A fixed set holds each preset in proportion, each at least once; same seed, same set.
+    for views, hard in ((8, 1), (3, 1), (20, 3), (64, 10)):
+        fixed = SimulatedMix(mix, length=views, seed=5)
+        breasts = [fixed.preset_of(b) for b in range((views + 1) // 2)]
+        assert breasts.count("hard") == hard, (views, breasts)
+        assert breasts == [
+            SimulatedMix(mix, length=views, seed=5).preset_of(b) for b in range(len(breasts))
+        ]
+    with pytest.raises(ValueError, match="positive weights"):
+        SimulatedMix({"default": 1, "hard": 0})
+
+
+def test_preset_mix_renders_each_breast_with_its_preset():
+    mix = SimulatedMix({"default": 0.5, "hard": 0.5}, spacing_mm=2.0, length=4, seed=1)
+    presets = [mix.preset_of(b) for b in range(2)]
+    assert sorted(presets) == ["default", "hard"]
+    for index in range(4):
+        sample = mix[index]
+        name = presets[index // 2]
+        assert sample["meta"]["preset"] == name and sample["meta"]["index"] == index
+        alone = SimulatedGalactograms(name, spacing_mm=2.0, length=4, seed=1)[index]
+        assert np.array_equal(sample["image"], alone["image"])
+    stream = simulated_dataset(1, 2, config={"default": 0.5, "hard": 0.5}, spacing_mm=2.0, seed=1)
+    assert isinstance(stream.simulator, SimulatedMix)
+    assert stream[0]["meta"]["preset"] == stream.simulator.preset_of(0)

@@ -1,7 +1,9 @@
-"""MLflow tracking: URI resolution, params flattening, tags, and a real ``mlflow server``."""
+"""MLflow tracking: URI resolution, params flattening, tags, a real ``mlflow server``, and
+the logged model served by ``mlflow models serve``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -68,38 +71,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real ``mlflow server`` in its own process group (its workers outlive the PID)."""
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination", str(tmp_path / "server-artifacts"),
-    ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 (closed below)
+@contextlib.contextmanager
+def _serving(cmd: list[str], health: str, log_path: Path, env: dict[str, str]):
+    """Run ``cmd`` in its own process group (its workers outlive the PID) until ``health``
+    answers 200; stop the whole group on exit."""
+    log = open(log_path, "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                with urllib.request.urlopen(health, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()}"
-                )
+                pytest.fail(f"{cmd[2:4]} did not start:\n{log_path.read_text()}")
             time.sleep(0.5)
-        yield url, tmp_path / "server-artifacts"
+        yield
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -110,29 +102,37 @@ def mlflow_server(tmp_path):
         log.close()
 
 
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` with its own sqlite store and artifact folder."""
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", str(tmp_path / "server-artifacts"),
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    url = f"http://127.0.0.1:{port}"
+    with _serving(cmd, f"{url}/health", tmp_path / "server.log", env):
+        yield url, tmp_path / "server-artifacts"
+
+
 @pytest.mark.slow
-def test_training_logs_to_a_tracking_server(tmp_path, mlflow_server):
+def test_training_logs_to_a_tracking_server(tmp_path, mlflow_server, tiny):
     from ductai.training.trainer import train
 
     url, artifacts = mlflow_server
-    config = load_train_config(
-        CONFIG,
-        [
-            "data.spacing_mm=2.0",
-            "augment.patch_size=64",
-            "validation.roi_size=[64,64]",
-            "model.kwargs.features=[4,4,8,8,16,4]",
-            "data.num_workers=0",
-            "data.batch_size=2",
-            "data.simulation.val_length=1",
-            "trainer.epochs=1",
-            "trainer.steps_per_epoch=1",
-            "trainer.progress=false",
-            "validation.overlay_images=1",
-            f"tracking.tracking_uri={url}",
-            "tracking.experiment=server-test",
-            f"output_dir={tmp_path / 'out'}",
-        ],
+    config = tiny.config(
+        tmp_path / "out",
+        "data.simulation.val_length=1",
+        "trainer.epochs=1",
+        "trainer.steps_per_epoch=1",
+        "validation.overlay_images=1",
+        f"tracking.tracking_uri={url}",
+        "tracking.experiment=server-test",
+        store=False,  # the run goes to the server: no store in output_dir
     )
     result = train(config)
     assert result.tracking_uri == url
@@ -148,3 +148,52 @@ def test_training_logs_to_a_tracking_server(tmp_path, mlflow_server):
     assert not (tmp_path / "out" / "mlflow.db").exists()
     (model,) = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert model.source_run_id == result.run_id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_logged_model_serves_over_http(tmp_path, tiny, task):
+    """``mlflow models serve --env-manager local`` serves the logged pyfunc model: one
+    canonical image as JSON in, the model's outputs out (about 15 s to start on 2 cores)."""
+    from ductai.training.trainer import train
+
+    result = train(
+        tiny.config(
+            tmp_path / "run",
+            "data.simulation.val_length=1",
+            "trainer.epochs=1",
+            "trainer.steps_per_epoch=1",
+            "validation.overlay_images=0",
+            task=task,
+        )
+    )
+    client = MlflowClient(result.tracking_uri)
+    experiment = client.get_run(result.run_id).info.experiment_id
+    (logged,) = client.search_logged_models(experiment_ids=[experiment])
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)  # mlflow runs `uvicorn` from the PATH
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [
+        sys.executable, "-m", "mlflow", "models", "serve",
+        "-m", logged.artifact_location, "--env-manager", "local",
+        "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    image = np.random.default_rng(0).random((70, 90), dtype=np.float32)
+    body = {"inputs": image.tolist()}
+    if task == "detection":
+        body["params"] = {"include_mimics": True}
+    with _serving(cmd, f"{url}/ping", tmp_path / "serve.log", env):
+        request = urllib.request.Request(
+            f"{url}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as r:
+            predictions = json.loads(r.read())["predictions"]
+    if task == "segmentation":
+        assert np.asarray(predictions["probabilities"]).shape == (2, 70, 90)
+    else:
+        assert set(predictions) == {"boxes", "scores", "labels"}
+        assert len(predictions["boxes"]) == len(predictions["scores"])

@@ -58,6 +58,44 @@ def test_bad_values_name_the_key(override, expected):
     assert expected in str(err.value)
 
 
+def test_shipped_configs_mix_both_presets():
+    for path in TRAIN_CONFIGS:
+        presets = load_train_config(path).data.simulation.presets
+        assert set(presets) == {"default", "hard"}, path
+
+
+def test_preset_shorthand_and_mix():
+    path = ROOT / "configs/segmentation/small_cpu.yaml"
+    one = load_train_config(path, ["data.simulation.presets={hard: 1}"])
+    assert one.data.simulation.presets == {"hard": 1.0}
+    # The old single-preset form (configs, checkpoints written before the mix) still loads.
+    content = one.resolved()
+    content["data"]["simulation"] = {"preset": "hard", "val_length": 4}
+    from ductai.training.config import config_from_dict
+
+    assert config_from_dict(content).data.simulation.presets == {"hard": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.simulation.presets={default: 0.7, hrad: 0.3}", "'hrad': unknown preset"),
+        ("data.simulation.presets={default: 0.7, hard: 0}", "'hard': the weight must be a posi"),
+        ("data.simulation.presets={default: -1}", "'default': the weight must be a posi"),
+        ("data.simulation.presets={default: many}", "data.simulation.presets.default"),
+        ("data.simulation.presets={}", "give at least one preset"),
+        ("data.simulation.presets={x.yaml: 1}", "'x.yaml': no such simulation config file"),
+        ("data.simulation.preset=hard", "give either preset (one) or presets (a mix)"),
+    ],
+)
+def test_bad_preset_mixes_are_one_clear_error(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_train_config(ROOT / "configs/segmentation/small_cpu.yaml", [override])
+    message = str(err.value)
+    assert expected in message and "data.simulation" in message
+    assert len(message.splitlines()) == 2  # the file, then one line naming the key
+
+
 def test_cli_reports_one_clear_line(tmp_path, capsys):
     code = main(["train", str(ROOT / "configs/segmentation/small_cpu.yaml"), "trainer.lr=1"])
     err = capsys.readouterr().err

@@ -2,49 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from ductai.data.labels import FINDINGS
-from ductai.data.transforms import AugmentConfig
 from ductai.models.checkpoint import load_checkpoint
-from ductai.training.config import load_train_config
 from ductai.training.trainer import train
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs/detection/small_cpu.yaml"
-TINY = [
-    "data.spacing_mm=1.0",  # 170-240 px views; lesions of 2-10 mm are 2-10 px
-    "augment.patch_size=64",
-    "model.kwargs.sliding_window_roi=[128,128]",
-    "data.num_workers=0",
-    "data.batch_size=2",
-    "data.simulation.val_length=2",
-    "trainer.progress=false",
-    "trainer.log_every=1",
-]
-NO_AUGMENT = [f"augment.{k}=0" for k in AugmentConfig.model_fields if k.endswith("_p")]
 
-
-@pytest.fixture(scope="module")
-def mlflow_db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-def _config(out: Path, db: Path, *overrides: str):
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(db, out / "mlflow.db")
-    return load_train_config(CONFIG, [*TINY, f"output_dir={out}", *overrides])
-
-
-def test_tiny_detection_run(tmp_path, mlflow_db):
-    config = _config(tmp_path / "det", mlflow_db, "trainer.epochs=1", "trainer.steps_per_epoch=2")
+def test_tiny_detection_run(tmp_path, tiny):
+    config = tiny.config(
+        tmp_path / "det", "trainer.epochs=1", "trainer.steps_per_epoch=2", task="detection"
+    )
     result = train(config)
 
     assert result.global_step == 2
@@ -84,17 +54,16 @@ def test_tiny_detection_run(tmp_path, mlflow_db):
 
 
 @pytest.mark.slow
-def test_detection_learns_a_handful_of_images(tmp_path, mlflow_db):
+def test_detection_learns_a_handful_of_images(tmp_path, tiny, no_augment):
     """Two fixed views, validated on themselves: the loss falls, and lesion sensitivity (CPM)
     climbs well above the untrained network's chance level (about 0.18 here; 0.6 trained).
 
     On two views CPM moves in steps of 1/8 of a lesion and swings between validations, so the
     check is on the best validation (what best.pt keeps), not on the last one.
     """
-    config = _config(
+    config = tiny.config(
         tmp_path / "overfit",
-        mlflow_db,
-        *NO_AUGMENT,
+        *no_augment,
         "augment.patch_size=128",
         "augment.positive_fraction=1.0",
         "augment.mimic_fraction=0",
@@ -112,6 +81,7 @@ def test_detection_learns_a_handful_of_images(tmp_path, mlflow_db):
         "scheduler.name=constant",
         "validation.overlay_images=0",
         "tracking.log_model=false",
+        task="detection",
     )
     untrained = _untrained_metrics(config)
     result = train(config)

@@ -14,35 +14,24 @@ from mlflow import MlflowClient
 
 from ductai.models.checkpoint import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs/segmentation/small_cpu.yaml"
-
 
 @pytest.mark.slow
-def test_torchrun_two_processes_gloo(tmp_path):
+def test_torchrun_two_processes_gloo(tmp_path, tiny):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         torchrun = shutil.which("torchrun")
     out = tmp_path / "ddp"
-    out.mkdir()
-    MlflowClient(f"sqlite:///{out / 'mlflow.db'}").search_experiments()  # tables made once
     cmd = [
         str(torchrun), "--standalone", "--nproc_per_node", "2",
-        "-m", "ductai.cli", "train", str(CONFIG),
-        "data.spacing_mm=2.0",
-        "augment.patch_size=64",
-        "validation.roi_size=[64,64]",
-        "model.kwargs.features=[4,4,8,8,16,4]",
-        "data.num_workers=0",
-        "data.batch_size=2",
-        "data.simulation.val_length=3",  # 2 images on rank 0, 1 on rank 1
-        "trainer.epochs=1",
-        "trainer.steps_per_epoch=2",
-        "trainer.log_every=1",
-        "trainer.progress=false",
-        "validation.overlay_images=0",
-        "tracking.log_model=false",
-        f"output_dir={out}",
+        "-m", "ductai.cli", "train", str(tiny.path()),
+        *tiny.overrides(
+            out,
+            "data.simulation.val_length=3",  # 2 images on rank 0, 1 on rank 1
+            "trainer.epochs=1",
+            "trainer.steps_per_epoch=2",
+            "validation.overlay_images=0",
+            "tracking.log_model=false",
+        ),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

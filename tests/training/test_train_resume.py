@@ -17,30 +17,24 @@ from ductai.models.checkpoint import CheckpointError, load_checkpoint
 from ductai.training.config import load_train_config
 from ductai.training.trainer import train
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs/segmentation/small_cpu.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs/segmentation/small_cpu.yaml"
 STEPS = 8
 
 
-def _overrides(out: Path, epochs: int) -> list[str]:
-    return [
-        "data.spacing_mm=2.0",
-        "augment.patch_size=64",
-        "validation.roi_size=[64,64]",
-        "model.kwargs.features=[4,4,8,8,16,4]",
-        "data.num_workers=0",
-        "data.batch_size=2",
-        "data.simulation.val_length=2",
-        "trainer.progress=false",
-        "trainer.log_every=1",
-        "trainer.val_every=1",
-        f"trainer.steps_per_epoch={STEPS}",
-        "trainer.checkpoint_every=2",
-        f"trainer.epochs={epochs}",
-        "validation.overlay_images=0",
-        "tracking.log_model=false",
-        f"output_dir={out}",
-    ]
+@pytest.fixture
+def overrides(tiny):
+    def make(out: Path, epochs: int) -> list[str]:
+        return tiny.overrides(
+            out,
+            "trainer.val_every=1",
+            f"trainer.steps_per_epoch={STEPS}",
+            "trainer.checkpoint_every=2",
+            f"trainer.epochs={epochs}",
+            "validation.overlay_images=0",
+            "tracking.log_model=false",
+        )
+
+    return make
 
 
 def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 240) -> int:
@@ -58,13 +52,10 @@ def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 24
 
 
 @pytest.mark.slow
-def test_kill_and_resume_continues_the_run(tmp_path):
+def test_kill_and_resume_continues_the_run(tmp_path, overrides):
     out = tmp_path / "run"
-    out.mkdir()
-    # An initialised store (the subprocess then skips the table creation).
-    MlflowClient(f"sqlite:///{out / 'mlflow.db'}").search_experiments()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "ductai.cli", "train", str(CONFIG), *_overrides(out, 2)]
+    cmd = [sys.executable, "-m", "ductai.cli", "train", str(CONFIG), *overrides(out, 2)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         step_at_kill = _wait_for_checkpoint(out / "last.pt", proc)
@@ -76,7 +67,7 @@ def test_kill_and_resume_continues_the_run(tmp_path):
     run_id = killed["run_id"]
     assert run_id
 
-    result = train(load_train_config(CONFIG, _overrides(out, 2)), resume="auto")
+    result = train(load_train_config(CONFIG, overrides(out, 2)), resume="auto")
     assert result.run_id == run_id
     assert result.global_step == 2 * STEPS
     client = MlflowClient(result.tracking_uri)
@@ -88,7 +79,7 @@ def test_kill_and_resume_continues_the_run(tmp_path):
     assert len(client.search_runs([run.info.experiment_id])) == 1
 
     # Extending past the original epochs continues the same run.
-    longer = train(load_train_config(CONFIG, _overrides(out, 3)), resume="auto")
+    longer = train(load_train_config(CONFIG, overrides(out, 3)), resume="auto")
     assert longer.run_id == run_id and longer.global_step == 3 * STEPS
     steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
     assert steps == list(range(1, 3 * STEPS + 1))
@@ -99,18 +90,17 @@ def test_kill_and_resume_continues_the_run(tmp_path):
     assert payload["config"]["trainer"]["epochs"] == 3
 
 
-def test_resume_from_a_missing_checkpoint_is_clear(tmp_path):
-    config = load_train_config(CONFIG, _overrides(tmp_path / "run", 1))
+def test_resume_from_a_missing_checkpoint_is_clear(tmp_path, overrides):
+    config = load_train_config(CONFIG, overrides(tmp_path / "run", 1))
     with pytest.raises(FileNotFoundError, match="checkpoint to resume not found"):
         train(config, resume=tmp_path / "nope.pt")
 
 
-def test_default_store_stays_in_output_dir(tmp_path, monkeypatch):
+def test_default_store_stays_in_output_dir(tmp_path, monkeypatch, overrides):
     """A run with the default store writes only under output_dir (no ./mlruns, ./mlflow.db)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "out"
-    overrides = [*_overrides(out, 1), "trainer.steps_per_epoch=1"]
-    train(load_train_config(CONFIG, overrides))
+    train(load_train_config(CONFIG, [*overrides(out, 1), "trainer.steps_per_epoch=1"]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     shutil.rmtree(out)

@@ -2,56 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
 
-from ductai.data.transforms import AugmentConfig
 from ductai.models.checkpoint import load_checkpoint
-from ductai.training.config import load_train_config
 from ductai.training.trainer import train
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs/segmentation/small_cpu.yaml"
-# 64-130 px views (2 mm/px), 64 px patches, a net of a few thousand weights.
-TINY = [
-    "data.spacing_mm=2.0",
-    "augment.patch_size=64",
-    "validation.roi_size=[64,64]",
-    "model.kwargs.features=[4,4,8,8,16,4]",
-    "data.num_workers=0",
-    "data.batch_size=2",
-    "data.simulation.val_length=2",
-    "trainer.progress=false",
-    "trainer.log_every=1",
-]
-# Every augmentation off (probability 0): the overfit test sees the same crops' content.
-NO_AUGMENT = [f"augment.{k}=0" for k in AugmentConfig.model_fields if k.endswith("_p")]
 
-
-@pytest.fixture(scope="module")
-def mlflow_db(tmp_path_factory) -> Path:
-    """An initialised MLflow sqlite store, copied into each run's output_dir: creating the
-    tables (alembic migrations) costs seconds, a copy costs nothing."""
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-def _config(out: Path, db: Path, *overrides: str):
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(db, out / "mlflow.db")
-    return load_train_config(CONFIG, [*TINY, f"output_dir={out}", *overrides])
-
-
-def test_tiny_segmentation_run(tmp_path, mlflow_db):
-    config = _config(
+def test_tiny_segmentation_run(tmp_path, tiny):
+    config = tiny.config(
         tmp_path / "seg",
-        mlflow_db,
         "trainer.epochs=1",
         "trainer.steps_per_epoch=3",
         "tracking.register_model=ductai-seg-test",
@@ -112,25 +74,24 @@ def test_tiny_segmentation_run(tmp_path, mlflow_db):
     assert out["probabilities"].dtype == np.float32
 
 
-def test_evaluate_logs_to_the_same_run(tmp_path, mlflow_db):
+def test_evaluate_logs_to_the_same_run(tmp_path, tiny):
     from ductai.training.evaluate import evaluate_checkpoint
 
-    config = _config(
+    config = tiny.config(
         tmp_path / "seg",
-        mlflow_db,
         "trainer.epochs=1",
         "trainer.steps_per_epoch=1",
         "tracking.log_model=false",
     )
     result = train(config)
     metrics = evaluate_checkpoint(result.last_checkpoint, n=2, seed=99)
-    key = "eval/sim-default-seed99/dice_duct"
+    key = "eval/sim-default_hard-seed99/dice_duct"  # the training mix by default
     assert key in metrics
     client = MlflowClient(result.tracking_uri)
     logged = client.get_metric_history(result.run_id, key)
     assert [m.step for m in logged] == [1]
     artifacts = _artifact_paths(client, result.run_id)
-    assert "evaluation/sim-default-seed99/metrics.json" in artifacts
+    assert "evaluation/sim-default_hard-seed99/metrics.json" in artifacts
 
     # The checkpoint alone rebuilds the network (what the pyfunc model does).
     from ductai.inference.pyfunc import model_from_checkpoint
@@ -141,13 +102,12 @@ def test_evaluate_logs_to_the_same_run(tmp_path, mlflow_db):
         assert torch.equal(value, payload["model"][name])
 
 
-def test_one_seed_controls_the_run(tmp_path, mlflow_db):
+def test_one_seed_controls_the_run(tmp_path, tiny):
     """The same seed twice: the same data, augmentation, weights and losses."""
 
     def run(name: str) -> dict:
-        cfg = _config(
+        cfg = tiny.config(
             tmp_path / name,
-            mlflow_db,
             "trainer.epochs=1",
             "trainer.steps_per_epoch=2",
             "trainer.seed=3",
@@ -163,15 +123,14 @@ def test_one_seed_controls_the_run(tmp_path, mlflow_db):
         assert torch.equal(value, again["model"][name]), name
 
 
-def test_early_stopping_and_best_metric(tmp_path, mlflow_db):
+def test_early_stopping_and_best_metric(tmp_path, tiny):
     from mlflow import MlflowClient as Client
 
     from ductai.config import ConfigError
 
     # val/n_images never changes: the first validation is the best, the next one is not.
-    config = _config(
+    config = tiny.config(
         tmp_path / "stop",
-        mlflow_db,
         "trainer.epochs=5",
         "trainer.steps_per_epoch=1",
         "trainer.val_every=1",
@@ -185,9 +144,8 @@ def test_early_stopping_and_best_metric(tmp_path, mlflow_db):
     assert load_checkpoint(result.best_checkpoint)["global_step"] == 1
     assert Client(result.tracking_uri).get_run(result.run_id).data.tags["best_step"] == "1"
 
-    bad = _config(
+    bad = tiny.config(
         tmp_path / "bad",
-        mlflow_db,
         "trainer.epochs=1",
         "trainer.steps_per_epoch=1",
         "trainer.best_metric=val/dice",
@@ -203,12 +161,11 @@ def test_early_stopping_and_best_metric(tmp_path, mlflow_db):
 
 
 @pytest.mark.slow
-def test_segmentation_overfits_a_handful_of_images(tmp_path, mlflow_db):
+def test_segmentation_overfits_a_handful_of_images(tmp_path, tiny, no_augment):
     """Four fixed views, validated on themselves: the loss falls and the duct Dice rises."""
-    config = _config(
+    config = tiny.config(
         tmp_path / "overfit",
-        mlflow_db,
-        *NO_AUGMENT,
+        *no_augment,
         "data.spacing_mm=1.2",
         "augment.patch_size=96",
         "validation.roi_size=[96,96]",
