@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # Shipped next to the network code (ductai.models), so an installed package finds it too.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 ERRORS_FILE = "errors.json"
+RUN_FILE = "run.json"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -84,6 +85,32 @@ class InferenceRun:
     @property
     def views(self) -> list[ViewResult]:
         return [v for b in self.breasts for v in b.views]
+
+    def index(self) -> dict[str, Any]:
+        """run.json: what was written where (folders relative to out_dir)."""
+        return {
+            "model": self.model,
+            "seconds": round(self.seconds, 3),
+            "views": [
+                {
+                    "path": v.path,
+                    "sop_instance_uid": v.sop_instance_uid,
+                    "folder": v.folder.name,
+                    "lesions": len(v.report.get("lesions", [])),
+                }
+                for v in self.views
+            ],
+            "breasts": [
+                {
+                    "study_instance_uid": b.study_instance_uid,
+                    "laterality": b.laterality,
+                    "folder": b.folder.name if b.folder else None,
+                    "views": [v.sop_instance_uid for v in b.views],
+                }
+                for b in self.breasts
+            ],
+            "errors": len(self.errors),
+        }
 
     def summary(self) -> str:
         """The short table `ductai infer` prints: one line per lesion (or per clean view)."""
@@ -139,8 +166,11 @@ def run_inference(
         breast = _run_breast(group, predictor, out_dir, pixel_spacing, run.errors, keep_predictions)
         if breast is not None:
             run.breasts.append(breast)
-    stages.write_json_atomic(out_dir / ERRORS_FILE, [asdict(e) for e in run.errors])
+        # Rewritten after every breast: a batch killed midway still lists its failures.
+        stages.write_json_atomic(out_dir / ERRORS_FILE, [asdict(e) for e in run.errors])
     run.seconds = time.perf_counter() - start
+    # Written last: its presence says the batch ran to the end.
+    stages.write_json_atomic(out_dir / RUN_FILE, run.index())
     return run
 
 

@@ -30,8 +30,13 @@ __all__ = [
 
 
 def load_predictor(model: str, device: str | None = None, tta: bool = False):
+    import torch
+
     from ductai.inference.predictor import Predictor
 
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        # A user error, not a crash: said in one line by the CLI.
+        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
     return Predictor.from_path(model, device=device or "auto", tta=tta)
 
 

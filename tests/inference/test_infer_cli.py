@@ -90,6 +90,9 @@ def test_cli_writes_every_output_per_view_and_breast(cli_run, simulated_study):
     validate_study_report(study_report)
     assert {v["sop_instance_uid"] for v in study_report["views"]} == set(views)
     assert json.loads((out / "errors.json").read_text()) == []
+    index = json.loads((out / "run.json").read_text())  # written last: the batch finished
+    assert {v["folder"] for v in index["views"]} == set(views) and index["errors"] == 0
+    assert index["breasts"][0]["folder"] == study.name
     _check_reports(out, simulated_study.images[0].parent)
 
 
