@@ -62,10 +62,8 @@ class StudyLocalization:
 
 def obliquity_of(image, view: str, given: float | None = None) -> float:
     """MLO angle in degrees from ``given``, the image's PositionerPrimaryAngle, or 45."""
-    if view == "ML":
-        return 0.0
     if view != "MLO":
-        return 0.0
+        return 0.0  # a true lateral (or a CC, where the angle is not used)
     angle = given if given is not None else getattr(image, "positioner_primary_angle", None)
     if angle is None or not np.isfinite(float(angle)):
         return DEFAULT_MLO_DEG

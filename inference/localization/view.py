@@ -38,7 +38,7 @@ def localize_arrays(
 ) -> ViewParts:
     """Localization from canonical arrays; ``detections`` have ``.box``, ``.label``, ``.score``."""
     duct = None if duct_prob is None else duct_mask(duct_prob, spacing_mm, duct_threshold)
-    landmarks = find_landmarks(image, duct, spacing_mm)
+    landmarks = find_landmarks(image, duct, spacing_mm, fit_axis=view != "CC")
     if duct is None:
         graph = empty_graph(spacing_mm, image.shape)
     else:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
+import pytest
 
 from ductai.data import breast_coords
 from ductai.inference.localization.study import StudyView, combine_views
@@ -29,6 +30,8 @@ from ductai.simulation.sample import simulate_breast
 SPACING = 0.3
 SEED = 11
 N_BREASTS = 20
+# the clock of a lesion a few mm from the nipple axis swings with every mm: judged off axis
+OFF_AXIS_MM = 10.0
 
 
 @dataclass
@@ -121,7 +124,9 @@ def study_of(views: list[OracleView], use_obliquity: bool = True):
 
 def measure(n_breasts: int = N_BREASTS, seed: int = SEED) -> dict:
     """Accuracy of the oracle localization over ``n_breasts`` simulated breasts."""
-    nipple, dist, path_rel, clock, quad, depth, matched, pairs, gens = ([] for _ in range(9))
+    nipple, dist, path_rel, clock, quad, depth, matched, pairs, gens, radius = (
+        [] for _ in range(10)
+    )
     for index in range(n_breasts):
         views = oracle_breast(index, seed)
         for v in views:
@@ -146,11 +151,12 @@ def measure(n_breasts: int = N_BREASTS, seed: int = SEED) -> dict:
                     lesion.clock, truth.clock_position(f.center, cc.laterality)
                 )
             )
+            radius.append(math.hypot(f.center[1], f.center[2]))
             quad.append(lesion.quadrant == truth.quadrant(f.center, cc.laterality))
             depth.append(lesion.depth == truth.depth_third(f.center, cc.breast))
         both = {f.index for f in cc.findings} & {f.index for f in side.findings}
         pairs.append(len(both))
-    clock = np.asarray(clock)
+    clock, off_axis = np.asarray(clock), np.asarray(radius) >= OFF_AXIS_MM
     return {
         "views": len(nipple),
         "nipple_error_mm_mean": float(np.mean(nipple)),
@@ -164,6 +170,8 @@ def measure(n_breasts: int = N_BREASTS, seed: int = SEED) -> dict:
         "matched_pairs": len(matched),
         "matches_correct": float(np.mean(matched)) if matched else math.nan,
         "clock_within_1h": float(np.mean(clock <= 1.0)) if clock.size else math.nan,
+        "off_axis_pairs": int(off_axis.sum()),
+        "clock_within_1h_off_axis": float(np.mean(clock[off_axis] <= 1.0)),
         "clock_exact_half_hour": float(np.mean(clock <= 0.5)) if clock.size else math.nan,
         "quadrant_agreement": float(np.mean(quad)) if quad else math.nan,
         "depth_agreement": float(np.mean(depth)) if depth else math.nan,
@@ -174,3 +182,124 @@ if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else N_BREASTS
     for key, value in measure(n).items():
         print(f"{key:28s} {value:.3f}" if isinstance(value, float) else f"{key:28s} {value}")
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+def test_oracle_localization_matches_the_simulator_truth():
+    """Measured (seed 11, 20 breasts, 0.3 mm): nipple 1.2 mm mean (max 3.7), distance 0.9 mm,
+    path within 15 % for 98 %, 23/23 pairs matched right, clock within 1 h for 9/10 lesions
+    >= 10 mm off the nipple axis (52 % of all 23, most of them within a few mm of the axis),
+    quadrant 87 %, depth third 96 %."""
+    m = measure()
+    assert m["nipple_error_mm_mean"] < 2.0 and m["nipple_error_mm_max"] < 5.0
+    assert m["distance_error_mm_mean"] < 3.0
+    assert m["path_within_15pct"] >= 0.9
+    assert m["matched_pairs"] >= 0.9 * m["lesions_in_both_views"]
+    assert m["matches_correct"] >= 0.9
+    assert m["off_axis_pairs"] >= 8
+    assert m["clock_within_1h_off_axis"] >= 0.8
+    assert m["quadrant_agreement"] >= 0.75
+    assert m["depth_agreement"] >= 0.85
+
+
+def test_mlo_obliquity_sign_convention_against_the_simulator():
+    """z = (v + y sin theta) / cos theta with v measured upwards across the nipple line of an
+    MLO and y medial on the CC, both undone from the views' in-plane spreading."""
+    from ductai.inference.localization.study import superior_offset
+
+    config = load_simulation_config("default")
+    for index in range(6):
+        cc, side = simulate_breast(config, SEED, index, spacing_mm=2.0)
+        g_cc, g_side = cc.rendered.geometry, side.rendered.geometry
+        rng = np.random.default_rng(index)
+        points = np.column_stack(
+            [rng.uniform(10, 60, 20), rng.uniform(-30, 30, 20), rng.uniform(-30, 30, 20)]
+        )
+        for p in points:
+            (u, v, _), (un, vn) = g_side.to_plane(p)[0], g_side.nipple_uv
+            across = (v - vn) - g_side.droop * (u - un)  # down the rows, off the nipple line
+            v_up = -across / g_side.scales[1]
+            (uc, vc, _), (unc, vnc) = g_cc.to_plane(p)[0], g_cc.nipple_uv
+            medial = ((vc - vnc) - g_cc.droop * (uc - unc)) / g_cc.scales[1]
+            assert medial == pytest.approx(p[1], abs=1e-6)
+            z = superior_offset(v_up, medial, g_side.obliquity_deg)
+            assert z == pytest.approx(p[2], abs=1e-6), (side.rendered.view, index)
+
+
+def test_single_view_reports_side_and_depth_but_no_clock():
+    cc = next(v for i in range(N_BREASTS) for v in oracle_breast(i)[:1] if len(v.findings) > 1)
+    study = combine_views(
+        [
+            StudyView(
+                "cc",
+                "CC",
+                0.0,
+                cc.parts.localization,
+                [f.label for f in cc.findings],
+                [1.0] * len(cc.findings),
+            )
+        ],
+        cc.laterality,
+    )
+    assert "single_view" in study.fill_flags
+    for lesion, location in zip(study.lesions, cc.parts.localization.lesions):
+        assert lesion.clock is None and lesion.quadrant is None
+        assert lesion.depth in breast_coords.DEPTH_THIRDS
+        assert location.side in ("medial", "lateral")
+
+
+def test_fill_flags_no_contrast_extravasation_and_early_stop():
+    cc, _ = oracle_breast(0)
+    image = cc.sample["image"][0]
+    empty = localize_arrays(image, np.zeros_like(image), [], SPACING, "CC").localization
+    assert "no_opacified_duct" in empty.fill_flags
+    assert empty.duct["found"] is False and empty.nipple is not None  # the outline still has it
+    box = np.array([100.0, 100.0, 140.0, 140.0])
+    leak = localize_arrays(
+        image,
+        cc.sample["duct"][0].astype(np.float32),
+        [Detection(box, 0.9, "extravasation")],
+        SPACING,
+        "CC",
+    ).localization
+    assert "extravasation" in leak.fill_flags
+    # contrast that stops 8 mm behind the nipple
+    duct = cc.sample["duct"][0].astype(np.float32)
+    x_n = cc.true_nipple[0]
+    duct[:, : int(x_n - 8.0 / SPACING)] = 0
+    short = localize_arrays(image, duct, [], SPACING, "CC").localization
+    assert "contrast_stops_early" in short.fill_flags
+    study = combine_views([StudyView("a", "CC", 0.0, short, [], [])], cc.laterality)
+    assert not study.normal_fill
+    normal = [v.parts.localization for i in range(4) for v in oracle_breast(i)]
+    assert any(not loc.fill_flags for loc in normal)
+
+
+def test_duct_graph_of_a_drawn_y():
+    """A 2 mm trunk that splits into two 1 mm branches: 3 branches, 2 generations."""
+    from skimage.draw import line
+
+    from ductai.inference.localization.duct_graph import build_duct_graph
+
+    sp = 0.1
+    mask = np.zeros((400, 600), np.float32)
+    trunk, up, down = line(200, 550, 200, 300), line(200, 300, 80, 60), line(200, 300, 320, 60)
+    mask[trunk] = 1
+    mask[up] = mask[down] = 1
+    from scipy import ndimage as ndi
+
+    wide = ndi.binary_dilation(mask > 0, iterations=10)
+    thin = ndi.binary_dilation(mask > 0, iterations=5)
+    duct = np.where(np.arange(600)[None] > 300, wide, thin).astype(np.float32)
+    graph = build_duct_graph(duct, (555.0, 200.5), sp)
+    summary = graph.summary()
+    assert summary["branches"] == 3 and summary["generations"] == 2
+    main = graph.branches[0]
+    assert main.generation == 0 and main.length_mm == pytest.approx(25.5, abs=1.5)
+    assert np.median(main.width_mm) == pytest.approx(2.1, abs=0.3)
+    assert sorted(b.generation for b in graph.branches) == [0, 1, 1]
+    k, _ = graph.nearest((60.0, 80.0))
+    assert graph.generation[k] == 1
+    assert graph.path_mm[k] == pytest.approx(25.5 + np.hypot(240, 120) * sp, rel=0.1)
