@@ -48,7 +48,7 @@ def model_name(predictor: Any) -> str:
 
 
 def localize_view(prediction: ViewPrediction) -> ViewLocalization:
-    from ductai.inference.localization.view import localize_view as localize
+    from ductai.inference.localization import localize_view as localize
 
     return localize(prediction).localization
 
@@ -71,7 +71,7 @@ def localize_breast(
     predictions: Sequence[ViewPrediction], localizations: Sequence[ViewLocalization]
 ):
     """Cross-view matching of one breast: a StudyLocalization (lesions, flags, notes)."""
-    from ductai.inference.localization.study import localize_study
+    from ductai.inference.localization import localize_study
 
     angles = {
         p.image.sop_instance_uid: angle
