@@ -126,12 +126,15 @@ def resolve_model(model: str | Path | None) -> str:
     if (DEFAULT_MODEL_DIR / "bundle.json").is_file():
         return str(DEFAULT_MODEL_DIR)
     raise ModelNotFoundError(
-        f"no model given and no default bundle at {DEFAULT_MODEL_DIR}. Pass --model "
-        "PATH_OR_MLFLOW_URI (a bundle folder with bundle.json, a checkpoint such as "
-        "outputs/<run>/best.pt, or runs:/<id>/model), or train one: "
-        "`ductai train configs/segmentation/small_cpu.yaml` and "
-        "`ductai train configs/detection/small_cpu.yaml`, then bundle the two best.pt files "
-        "(docs/inference-design.md, 'Model bundle')"
+        f"no model given and no default bundle at {DEFAULT_MODEL_DIR}.\n"
+        "  Pass --model PATH_OR_MLFLOW_URI: a bundle folder (bundle.json), one training "
+        "checkpoint (.../best.pt), or an MLflow model (runs:/<run_id>/model, models:/...).\n"
+        "  Or train one and bundle it as the default:\n"
+        "    ductai train configs/segmentation/small_cpu.yaml output_dir=outputs/seg\n"
+        "    ductai train configs/detection/small_cpu.yaml output_dir=outputs/det\n"
+        "    python -c \"from ductai.inference.bundle import write_bundle; write_bundle("
+        f"'{DEFAULT_MODEL_DIR}', 'outputs/seg/best.pt', 'outputs/det/best.pt', "
+        "name='ductai', version='local')\""
     )
 
 
