@@ -7,7 +7,8 @@ The view is a simulated full-field galactogram (24 x 30 cm detector, 0.085 mm pi
 about 3529 x 2824 px, 20 MB of 16-bit pixels) read from DICOM every repeat. Each setup runs in
 its own process, so its peak memory (``resource.getrusage`` maxrss, the whole process: torch,
 weights, activations) is its own; ``tracemalloc`` adds the peak of Python/numpy allocations
-during one view. Seconds are the median over ``--repeats`` after one warm-up view (the\nnaive setup, minutes a view, runs once by default: ``--naive-repeats``).
+during one view. Seconds are the median over ``--repeats`` after one warm-up view (the
+naive setup, minutes a view, runs once by default: ``--naive-repeats``).
 
 Setups:
 * ``ours-onnx`` / ``ours-eager``: ``Predictor`` (canonical 0.3 mm, crop to the breast, small

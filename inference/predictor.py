@@ -62,8 +62,10 @@ class PredictorOptions:
     roi_size: tuple[int, int] | None = None
     overlap: float | None = None
     sw_batch_size: int | None = None
-    # Detector's own sliding window; None keeps the checkpoint's setting.
-    detector_roi: tuple[int, int] | None = None
+    # Detector's own sliding window. Whole crops in one pass up to 1024 px (31 cm at 0.3 mm):
+    # no window-border blending of head outputs, and fewer pixels than overlapping 512 px
+    # windows (validation's setting). None keeps the checkpoint's setting.
+    detector_roi: tuple[int, int] | None = (1024, 1024)
     # Detector candidates kept before fusion; None keeps the checkpoint's (0.02 by default).
     detector_score_threshold: float | None = None
     nms_iou: float = 0.3  # across classes
