@@ -159,3 +159,23 @@ def test_checkpoint_evaluation_still_works(tmp_path, tiny_seg_run, capsys):
     assert code == 0
     assert (tmp_path / "metrics.json").is_file()
     assert "dice" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_datalist_split_is_scored(simulated_study, tmp_path):
+    """`--datalist F --split S`: the split's views, truth from their boxes and truth JSON."""
+    from ductai.training.evaluate_inference import evaluate_inference
+
+    doc = json.loads((simulated_study.root / "datalist.json").read_text())
+    split = next(s for s in ("training", "validation", "test") if doc.get(s))
+    result = evaluate_inference(
+        None,
+        datalist=simulated_study.root / "datalist.json",
+        split=split,
+        out_dir=tmp_path,
+        predictor=OraclePredictor(spacing_mm=0.5),
+    )
+    assert result.name == f"datalist-{split}"
+    assert result.metrics["n_views"] == len(doc[split])
+    assert result.metrics["cpm"] == pytest.approx(1.0)
+    assert result.metrics["mimic_fp_per_image"] == 0
