@@ -48,7 +48,7 @@ def plot_froc(curves: Mapping[str, Any], path: str | Path) -> Path:
     ys = [np.nanmax(sens[fps <= x], initial=0.0) for x in xs]
     ax.step(xs, ys, where="post", color=PRED, label="FROC")
     rates, at = _np(froc.get("rates", [])), _np(froc.get("sens_at_rates", []))
-    if len(rates):
+    if len(rates) and np.isfinite(at).any():  # no lesion targets: no CPM to show
         ax.plot(rates, at, "o", color="k", label=f"CPM {np.nanmean(at):.3f}")
     ax.set_xscale("log", base=2)
     ax.set_xlim(lo, hi)
