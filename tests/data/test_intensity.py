@@ -55,3 +55,18 @@ def test_percentile_window_ignores_the_air():
 def test_colour_photometric_is_refused():
     with pytest.raises(ValueError, match="MONOCHROME"):
         normalize_intensity(np.zeros((2, 2)), {}, "RGB")
+
+
+def test_large_windowed_images_use_a_table_with_the_same_result():
+    from ductai.data.intensity import IntensityParams, normalize_intensity
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4096, size=(600, 500)).astype(np.uint16)  # above the table size
+    for photometric in ("MONOCHROME2", "MONOCHROME1"):
+        params = IntensityParams(
+            photometric=photometric, bits_stored=12, window_center=2000.0, window_width=3000.0
+        )
+        whole = normalize_intensity(image, params)
+        rows = [normalize_intensity(image[i : i + 100], params) for i in range(0, 600, 100)]
+        assert whole.dtype == np.float32
+        np.testing.assert_array_equal(whole, np.concatenate(rows))
