@@ -9,7 +9,13 @@ import warnings
 
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Libraries that log through the root logger (MONAI's detection matchers) stay at WARNING;
+    # ductai's own loggers speak at INFO.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("ductai").setLevel(level)
     # Third-party chatter that hides ductai's own messages.
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
