@@ -8,12 +8,11 @@ absorbed here, in one place.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ductai.data.atomic import atomic_write_text
 from ductai.inference.types import StudyLesion, ViewLocalization, ViewPrediction
 
 __all__ = [
@@ -130,13 +129,5 @@ def write_breast(
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    """Write through a temporary sibling and rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A reader never sees half a JSON file."""
+    atomic_write_text(path, json.dumps(document, indent=1))

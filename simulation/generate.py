@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ import yaml
 from PIL import Image
 
 from ductai import __version__
+from ductai.data.atomic import atomic_write, atomic_write_text
 from ductai.simulation.config import SimulationConfig, load_simulation_config
 from ductai.simulation.identity import study_identities
 from ductai.simulation.preview import render_preview
@@ -67,7 +66,7 @@ def generate_dataset(
     out_dir = Path(out_dir)
     for sub in ("images", "labels", "previews"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(
+    atomic_write_text(
         out_dir / "simulation.yaml",
         yaml.safe_dump(
             {
@@ -132,28 +131,12 @@ def _write_view(out_dir: Path, sim_view: SimulatedView, identity) -> tuple[Path,
     _atomic_write_png(labels / f"{image_id}_centerline.png", rendered.centerline.astype(np.uint8))
     _atomic_write_png(labels / f"{image_id}_instances.png", rendered.instances.astype(np.uint16))
     truth = sim_view.truth_dict(identity)
-    _atomic_write_text(labels / f"{image_id}.json", json.dumps(truth, indent=1))
+    atomic_write_text(labels / f"{image_id}.json", json.dumps(truth, indent=1))
     preview_path = out_dir / "previews" / f"{image_id}.png"
     _atomic_save_image(render_preview(rendered, truth), preview_path)
     # The DICOM goes last: a datalist is built only from views whose image exists.
-    _atomic_write(image_path, lambda tmp: write_mg_dicom(tmp, rendered, identity))
+    atomic_write(image_path, lambda tmp: write_mg_dicom(tmp, rendered, identity))
     return image_path, preview_path, truth["objects"]
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _atomic_write_png(path: Path, array: np.ndarray) -> None:
@@ -161,4 +144,4 @@ def _atomic_write_png(path: Path, array: np.ndarray) -> None:
 
 
 def _atomic_save_image(image: Image.Image, path: Path) -> None:
-    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
