@@ -132,7 +132,7 @@ def resolve_model(model: str | Path | None) -> str:
         "  Or train one and bundle it as the default:\n"
         "    ductai train configs/segmentation/small_cpu.yaml output_dir=outputs/seg\n"
         "    ductai train configs/detection/small_cpu.yaml output_dir=outputs/det\n"
-        "    python -c \"from ductai.inference.bundle import write_bundle; write_bundle("
+        '    python -c "from ductai.inference.bundle import write_bundle; write_bundle('
         f"'{DEFAULT_MODEL_DIR}', 'outputs/seg/best.pt', 'outputs/det/best.pt', "
         "name='ductai', version='local')\""
     )
