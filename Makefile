@@ -6,13 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup system-deps demo test lint format bench clean
 
-# Debian tools the tests use as real DICOM peers/checkers (dcmdump, dciodvfy, storescp).
+# Debian tools the tests use as real peers/checkers: dcmtk (dcmdump, storescu, storescp),
+# dicom3tools (dciodvfy) and Chromium (the web viewer test, driven by Playwright).
+SYSTEM_PACKAGES := dcmtk dicom3tools chromium
 system-deps:
-	@if ! command -v dcmdump >/dev/null 2>&1 || ! command -v dciodvfy >/dev/null 2>&1; then \
+	@if ! command -v dcmdump >/dev/null 2>&1 || ! command -v dciodvfy >/dev/null 2>&1 \
+	    || ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk dicom3tools >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
 	  else \
-	    echo "Please install the Debian packages dcmtk and dicom3tools (sudo apt-get install dcmtk dicom3tools)"; \
+	    echo "Please install the Debian packages $(SYSTEM_PACKAGES) (sudo apt-get install $(SYSTEM_PACKAGES))"; \
 	  fi; \
 	fi
 

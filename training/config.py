@@ -111,6 +111,9 @@ class ModelConfig(_Section):
 
     name: str
     kwargs: dict[str, Any] = {}
+    # Start from these weights (a ductai checkpoint, e.g. models/default/seg.pt) with a fresh
+    # optimizer and schedule: fine-tuning on a hospital's data. Ignored on --resume.
+    init_from: Path | None = None
 
 
 class LossConfig(SegmentationLossConfig):

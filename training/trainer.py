@@ -98,6 +98,21 @@ def find_resume(config: TrainConfig, resume: str | Path | None) -> Path | None:
     return path
 
 
+def init_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a checkpoint's model weights (same architecture) before a new run."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model.init_from: checkpoint not found: {path}")
+    state = load_checkpoint(path)["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"model.init_from: {path} does not fit model.name/model.kwargs of this config: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+    log.info("initialised the model from %s", path)
+
+
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     o = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
@@ -178,6 +193,8 @@ class Trainer:
         payload = load_checkpoint(resume_path) if resume_path else None
         if payload is not None:
             self._restore(payload, resume_path)
+        elif c.model.init_from is not None:
+            init_weights(model, c.model.init_from)
         self.engine.model = dist.wrap(model, ctx)
         self.criterion = segmentation_task.build_criterion(c) if c.task == "segmentation" else None
         if ctx.is_main:
