@@ -123,6 +123,14 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="SCORE",
+        help="report findings scoring at least SCORE (default: the model's calibrated "
+        "operating point, 1 false positive per image on held-out views)",
+    )
+    p.add_argument(
         "--pixel-spacing",
         type=float,
         default=None,
@@ -142,6 +150,7 @@ def _run_infer(args: argparse.Namespace) -> int:
         device=args.device,
         tta=args.tta,
         pixel_spacing=args.pixel_spacing,
+        score_threshold=args.threshold,
     )
     print(run.summary())
     return 1 if run.errors else 0
@@ -232,6 +241,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="with --model: cpu, cuda (default: auto)")
     p.add_argument("--tta", action="store_true", help="with --model: flip TTA")
     p.add_argument("--workers", type=int, default=1, help="with --model: simulation workers")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --model BUNDLE_FOLDER: write this set's 1-FP/image score threshold into "
+        "the bundle as its reporting threshold (use a validation seed, not the test seed)",
+    )
     p.set_defaults(func=_run_evaluate)
 
 
@@ -270,6 +285,7 @@ def _run_evaluate_inference(args: argparse.Namespace) -> int:
         device=args.device,
         tta=args.tta,
         workers=args.workers,
+        calibrate=args.calibrate,
     )
     print(f"Inference evaluation {result.name}:")
     print(result.table())

@@ -23,9 +23,19 @@ import yaml
 
 from ductai.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-__all__ = ["BUNDLE_FILE", "BundleError", "ModelBundle", "load_bundle", "write_bundle"]
+__all__ = [
+    "BUNDLE_FILE",
+    "DEFAULT_REPORT_THRESHOLD",
+    "BundleError",
+    "ModelBundle",
+    "load_bundle",
+    "set_operating_point",
+    "write_bundle",
+]
 
 BUNDLE_FILE = "bundle.json"
+# Reported-finding score threshold of a bundle that carries no calibrated operating point.
+DEFAULT_REPORT_THRESHOLD = 0.05
 TASKS = ("segmentation", "detection")
 # What inference needs from a training checkpoint; the optimizer, RNG and history are dropped.
 _KEEP = ("model", "config", "task", "run_id", "best", "ductai_version")
@@ -45,6 +55,10 @@ class ModelBundle:
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> payload
     files: dict[str, Path] = field(default_factory=dict)  # task -> weight file
     sha256: dict[str, str] = field(default_factory=dict)  # weight file name -> hex digest
+    # The fused score at which findings are reported, calibrated on held-out views
+    # (set_operating_point); None = not calibrated (DEFAULT_REPORT_THRESHOLD is used).
+    operating_threshold: float | None = None
+    operating_point: dict[str, Any] = field(default_factory=dict)
 
     @property
     def missing(self) -> list[str]:
@@ -63,6 +77,7 @@ class ModelBundle:
             "files": {t: p.name for t, p in self.files.items()},
             "spacing_mm": self.spacing_mm,
             "missing": self.missing,
+            "operating_threshold": self.operating_threshold,
         }
 
 
@@ -137,13 +152,38 @@ def _load_folder(folder: Path) -> ModelBundle:
     files = {t: folder / entry[t] for t in TASKS if entry.get(t)}
     if not files:
         raise BundleError(f"{descriptor}: neither a segmentation nor a detection checkpoint")
-    return _from_checkpoints(
+    bundle = _from_checkpoints(
         files,
         folder,
         name=str(entry["name"]),
         version=str(entry["version"]),
         spacing=entry.get("spacing_mm"),
     )
+    threshold = entry.get("operating_threshold")
+    if threshold is not None:
+        if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise BundleError(f"{descriptor}: operating_threshold must be a score in [0, 1]")
+        bundle.operating_threshold = float(threshold)
+        bundle.operating_point = dict(entry.get("operating_point") or {})
+    return bundle
+
+
+def set_operating_point(
+    folder: str | os.PathLike, threshold: float, details: dict[str, Any] | None = None
+) -> Path:
+    """Record the reporting threshold (and how it was chosen) in a bundle's bundle.json."""
+    descriptor = Path(folder) / BUNDLE_FILE
+    if not descriptor.is_file():
+        raise BundleError(f"{folder}: not a bundle folder (no {BUNDLE_FILE})")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise BundleError(f"operating threshold must be a score in [0, 1], got {threshold}")
+    entry = json.loads(descriptor.read_text())
+    entry["operating_threshold"] = round(float(threshold), 4)
+    entry["operating_point"] = details or {}
+    tmp = descriptor.with_name(f".{BUNDLE_FILE}.tmp")
+    tmp.write_text(json.dumps(entry, indent=1) + "\n")
+    os.replace(tmp, descriptor)
+    return descriptor
 
 
 def _load_pyfunc_folder(folder: Path, source: str) -> ModelBundle:

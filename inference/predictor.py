@@ -29,7 +29,7 @@ from monai.inferers import SlidingWindowInferer
 from ductai.data.canonical import to_canonical
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.galactogram import Galactogram
-from ductai.inference.bundle import ModelBundle, load_bundle
+from ductai.inference.bundle import DEFAULT_REPORT_THRESHOLD, ModelBundle, load_bundle
 from ductai.inference.crop import Crop, breast_crop
 from ductai.inference.postprocess import (
     RawDetections,
@@ -71,7 +71,9 @@ class PredictorOptions:
     nms_iou: float = 0.3  # across classes
     tta_iou: float = 0.5
     fusion_weight: float = 0.5  # postprocess.fuse_scores
-    score_threshold: float = 0.05  # final (fused) score of a reported finding
+    # Final (fused) score of a reported finding; None = the bundle's calibrated operating
+    # threshold (bundle.json), else bundle.DEFAULT_REPORT_THRESHOLD. Scoring (FROC) passes a low one.
+    score_threshold: float | None = None
     mimic_threshold: float = 0.05
     heatmap_gaussians: bool = True  # heatmap = max(lesion channel, detection Gaussians)
     keep_full_pixels: bool = False  # drop the Galactogram's cached float image after use
@@ -87,6 +89,13 @@ class Predictor:
             torch.set_num_threads(int(options.num_threads))
         self.device = _device(options.device)
         self.spacing_mm = bundle.spacing_mm
+        self.report_threshold = (
+            options.score_threshold
+            if options.score_threshold is not None
+            else bundle.operating_threshold
+            if bundle.operating_threshold is not None
+            else DEFAULT_REPORT_THRESHOLD
+        )
         self.segmenter: torch.nn.Module | None = None
         self.seg_forward = None  # the callable the inferer runs (eager module or ORT)
         self.backend = "none"
@@ -235,7 +244,7 @@ class Predictor:
         lesion_crop = probs[1] if probs is not None else None
         found.scores = fuse_scores(found.scores, found.boxes, lesion_crop, o.fusion_weight)
         found = found.select(np.argsort(-found.scores, kind="stable"))
-        found = found.select(found.scores >= o.score_threshold)
+        found = found.select(found.scores >= self.report_threshold)
         mimic = mimic.select(mimic.scores >= o.mimic_threshold)
         found.boxes, mimic.boxes = crop.boxes_to_full(found.boxes), crop.boxes_to_full(mimic.boxes)
 

@@ -148,11 +148,13 @@ def run_inference(
     pixel_spacing: float | None = None,
     predictor: Any | None = None,
     keep_predictions: bool = False,
+    score_threshold: float | None = None,
 ) -> InferenceRun:
     """Analyse every DICOM under `paths`; results under `out_dir` (see module docstring).
 
-    `predictor`: an already loaded Predictor (then `model`, `device` and `tta` are ignored),
-    so a caller that runs many batches loads the networks once.
+    `predictor`: an already loaded Predictor (then `model`, `device`, `tta` and
+    `score_threshold` are ignored), so a caller that runs many batches loads the networks once.
+    `score_threshold`: report findings from this score (default: the bundle's operating point).
     """
     start = time.perf_counter()
     if isinstance(paths, (str, Path)):
@@ -162,7 +164,9 @@ def run_inference(
     if not files:
         raise FileNotFoundError(f"no files found under {', '.join(map(str, paths))}")
     if predictor is None:
-        predictor = stages.load_predictor(resolve_model(model), device=device, tta=tta)
+        predictor = stages.load_predictor(
+            resolve_model(model), device=device, tta=tta, score_threshold=score_threshold
+        )
     run = InferenceRun(out_dir=out_dir, model=stages.model_name(predictor))
     out_dir.mkdir(parents=True, exist_ok=True)
     for group in group_by_breast(files):

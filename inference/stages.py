@@ -28,7 +28,12 @@ __all__ = [
 ]
 
 
-def load_predictor(model: str, device: str | None = None, tta: bool = False):
+def load_predictor(
+    model: str,
+    device: str | None = None,
+    tta: bool = False,
+    score_threshold: float | None = None,
+):
     import torch
 
     from ductai.inference.predictor import Predictor
@@ -36,7 +41,9 @@ def load_predictor(model: str, device: str | None = None, tta: bool = False):
     if device and device.startswith("cuda") and not torch.cuda.is_available():
         # A user error, not a crash: said in one line by the CLI.
         raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return Predictor.from_path(model, device=device or "auto", tta=tta)
+    return Predictor.from_path(
+        model, device=device or "auto", tta=tta, score_threshold=score_threshold
+    )
 
 
 def model_name(predictor: Any) -> str:

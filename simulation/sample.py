@@ -26,6 +26,7 @@ class SimulatedView:
         r = self.rendered
         breast = self.scene.breast
         objects = []
+        spacing = float(np.mean(r.pixel_spacing_mm))
         for obj in r.objects:
             finding = self.scene.findings[obj["finding"]]
             center = np.asarray(finding.center, dtype=float)
@@ -39,6 +40,11 @@ class SimulatedView:
                     "diameter_mm": round(float(finding.size_mm), 2),
                     "center_3d_mm": [round(float(v), 2) for v in center],
                     "distance_to_nipple_mm": round(truth.distance_to_nipple(center), 2),
+                    # what this (compressed, projected) view shows: the surgeon's measure
+                    "image_distance_to_nipple_mm": round(
+                        float(np.hypot(*np.subtract(obj["center_px"], r.nipple_px))) * spacing, 2
+                    ),
+                    "axis_offset_mm": round(truth.axis_offset(center), 2),
                     "duct_path_length_mm": _rounded(finding.path_length_mm),
                     "branch_generation": int(finding.generation),
                     "clock": truth.clock_position(center, breast.laterality),

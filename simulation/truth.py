@@ -23,6 +23,11 @@ def distance_to_nipple(point) -> float:
     return float(np.linalg.norm(np.asarray(point, dtype=float)))
 
 
+def axis_offset(point) -> float:
+    """Distance from the nipple axis in the coronal plane: how well a clock is defined."""
+    return float(math.hypot(float(point[1]), float(point[2])))
+
+
 def clock_hours(point, laterality: str) -> float:
     """Clock position in hours in [0, 12), unrounded (0 = 12:00)."""
     return breast_coords.clock_hours(float(point[1]), float(point[2]), laterality)

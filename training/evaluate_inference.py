@@ -31,6 +31,9 @@ from ductai.training.inference_scoring import (
 
 log = logging.getLogger(__name__)
 
+# Reported findings down to this fused score take part in the FROC curve.
+SCORING_THRESHOLD = 0.05
+
 __all__ = ["InferenceEvaluation", "evaluate_inference", "format_metrics"]
 
 # (key, label, format) of the table; the JSON holds every metric.
@@ -46,11 +49,15 @@ TABLE: list[tuple[str, str, str]] = [
     ("mimic_fp_per_image@0.5", "mimic false positives/image at score 0.5", "{:.3f}"),
     ("dice_duct", "duct Dice (original grid)", "{:.3f}"),
     ("cldice_duct", "duct clDice (original grid)", "{:.3f}"),
-    ("distance_error_mm_median", "distance-to-nipple error, median (mm)", "{:.1f}"),
-    ("distance_error_mm_mean", "distance-to-nipple error, mean (mm)", "{:.1f}"),
+    ("localization_threshold", "score threshold of the lesions localized", "{:.3f}"),
+    ("distance_error_mm_median", "distance-to-nipple error on the view, median (mm)", "{:.1f}"),
+    ("distance_error_mm_mean", "distance-to-nipple error on the view, mean (mm)", "{:.1f}"),
+    ("distance_3d_error_mm_mean", "same against the uncompressed 3D distance (mm)", "{:.1f}"),
     ("n_matched_lesion_views", "lesion views matched for distance", "{:.0f}"),
     ("clock_accuracy", "clock within 1 h (lesions in both views)", "{:.3f}"),
     ("clock_accuracy_given", "clock within 1 h, of those given a clock", "{:.3f}"),
+    ("clock_off_axis_accuracy", "clock within 1 h, lesions >= 10 mm off the nipple axis", "{:.3f}"),
+    ("n_clock_off_axis_lesions", "of which >= 10 mm off axis", "{:.0f}"),
     ("quadrant_accuracy", "quadrant correct (lesions in both views)", "{:.3f}"),
     ("depth_accuracy", "depth third correct (lesions in both views)", "{:.3f}"),
     ("n_clock_lesions", "lesions in both views", "{:.0f}"),
@@ -128,9 +135,18 @@ def evaluate_inference(
     tta: bool = False,
     workers: int = 1,
     predictor: Any | None = None,
+    calibrate: bool = False,
 ) -> InferenceEvaluation:
-    """Run and score the pipeline (module docstring); `predictor` skips loading `model`."""
-    from ductai.inference.run import run_inference
+    """Run and score the pipeline (module docstring); `predictor` skips loading `model`.
+
+    Findings are reported down to ``SCORING_THRESHOLD`` so that the FROC curve is complete;
+    localization is scored at the bundle's operating threshold (else this set's 1-FP point).
+    ``calibrate``: write this set's 1-FP/image threshold into the bundle as its operating
+    point (use a validation set, not the test set).
+    """
+    from ductai.inference import stages
+    from ductai.inference.bundle import set_operating_point
+    from ductai.inference.run import resolve_model, run_inference
 
     if datalist is not None:
         name = f"{Path(datalist).stem}-{split}"
@@ -144,18 +160,31 @@ def evaluate_inference(
     else:
         entries = _simulated_entries(out / "simulated", simulation, n, seed, workers)
     truths: list[ViewTruth] = [truth_from_datalist_entry(e) for e in entries]
+    if predictor is None:
+        predictor = stages.load_predictor(
+            resolve_model(model), device=device, tta=tta, score_threshold=SCORING_THRESHOLD
+        )
+    operating = predictor.bundle.operating_threshold if not calibrate else None
     run = run_inference(
-        [e.image for e in entries],
-        out / "inference",
-        model=model,
-        device=device,
-        tta=tta,
-        predictor=predictor,
+        [e.image for e in entries], out / "inference", model=model, predictor=predictor
     )
     predicted = _predictions(run)
-    metrics, curves = score_inference(predicted, truths)
+    metrics, curves = score_inference(predicted, truths, localization_threshold=operating)
     metrics["n_failed_views"] = float(sum(t.key not in predicted for t in truths))
     metrics["seconds_per_view"] = run.seconds / max(len(run.views), 1)
+    if calibrate:
+        folder = Path(predictor.bundle.source)
+        threshold = metrics.get("threshold@1fp", math.nan)
+        if not math.isfinite(threshold):
+            raise ValueError(f"{name}: no finite 1-FP/image threshold to calibrate with")
+        point = {
+            "fp_per_image": 1.0,
+            "sensitivity": round(metrics["sens@1fp"], 4),
+            "set": name,
+            "views": int(metrics["n_views"]),
+        }
+        set_operating_point(folder, threshold, point)
+        log.info("operating threshold %.4f written to %s", threshold, folder)
     files = _write(out, name, run.model, metrics, curves)
     return InferenceEvaluation(name=name, out_dir=out, metrics=metrics, files=files)
 

@@ -13,11 +13,18 @@ Metrics (definitions where they are computed):
   positives, AP at IoU 0.1), boxes in original pixels;
 * ducts: Dice and clDice of the duct mask (`SegmentationMetrics`, threshold already applied,
   original pixel grid, views whose truth has a duct mask);
-* localization, for truth findings matched in a view (the highest-scoring reported finding
-  that hits it, `hit_matrix` rule): |reported - true| distance to the nipple in mm;
+* localization, for truth findings detected in a view (the highest-scoring reported finding
+  at or above ``localization_threshold`` that hits it, `hit_matrix` rule): |reported - true|
+  distance to the nipple in mm. The truth is the distance ON THAT VIEW
+  (``image_distance_to_nipple_mm``: the compressed projection a surgeon measures on the
+  image), not the uncompressed 3D distance, which no single view shows; the 3D error is kept
+  as ``distance_3d_error_mm_mean`` for reference;
 * per breast, for truth findings present in both views: clock within one hour (circular),
   quadrant and depth third equal. A lesion missed in both views, or reported without a clock,
   counts as wrong (``*_accuracy``); ``*_accuracy_given`` counts only lesions that got one.
+  ``clock_off_axis_accuracy``: the same for lesions at least ``OFF_AXIS_MM`` from the nipple
+  axis, where a clock position is well defined (one hour is 2.6 mm of arc at 5 mm from the
+  axis, so retro-areolar lesions get an arbitrary hour from millimetres of error).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from PIL import Image
 from ductai.data.labels import CLASSES, FINDINGS
 from ductai.training.metrics import DetectionMetrics, SegmentationMetrics
 from ductai.training.metrics.detection import hit_matrix
+
+OFF_AXIS_MM = 10.0
 
 __all__ = [
     "ViewTruth",
@@ -76,6 +85,9 @@ def truth_from_simulation(
         {
             "instance": o.get("instance"),
             "distance_to_nipple_mm": o.get("distance_to_nipple_mm"),
+            "image_distance_to_nipple_mm": o.get(
+                "image_distance_to_nipple_mm", _image_distance(o, t)
+            ),
             "clock": o.get("clock"),
             "center_3d_mm": o.get("center_3d_mm"),
             "quadrant": o.get("quadrant"),
@@ -92,6 +104,14 @@ def truth_from_simulation(
         objects=objects,
         duct_mask=Path(duct_png) if duct_png else None,
     )
+
+
+def _image_distance(obj: dict[str, Any], view: dict[str, Any]) -> float | None:
+    """Nipple-to-centre distance on the view (truth files written before the field existed)."""
+    if obj.get("center_px") is None or view.get("nipple_px") is None:
+        return None
+    spacing = float(np.mean(view.get("pixel_spacing_mm") or [math.nan]))
+    return float(np.hypot(*np.subtract(obj["center_px"], view["nipple_px"]))) * spacing
 
 
 def image_key(path: str | Path) -> str:
@@ -124,7 +144,9 @@ def truth_as_prediction(truth: ViewTruth) -> dict[str, Any]:
                 "bbox_px": [float(v) for v in box],
                 "score": 1.0,
                 "label": label,
-                "distance_to_nipple_mm": obj.get("distance_to_nipple_mm"),
+                "distance_to_nipple_mm": obj.get(
+                    "image_distance_to_nipple_mm", obj.get("distance_to_nipple_mm")
+                ),
                 "clock": obj.get("clock"),
                 "quadrant": obj.get("quadrant"),
                 "depth": obj.get("depth"),
@@ -152,6 +174,13 @@ def _true_clock_hours(obj: dict[str, Any], laterality: str) -> float | None:
     return None
 
 
+def _axis_offset(obj: dict[str, Any]) -> float | None:
+    if obj.get("axis_offset_mm") is not None:
+        return float(obj["axis_offset_mm"])
+    c = obj.get("center_3d_mm")
+    return None if c is None else float(math.hypot(c[1], c[2]))
+
+
 def _prediction_arrays(lesions: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     findings = [les for les in lesions if les["label"] in FINDINGS]
     boxes = np.asarray([les["bbox_px"] for les in findings], float).reshape(-1, 4)
@@ -160,8 +189,11 @@ def _prediction_arrays(lesions: list[dict[str, Any]]) -> tuple[np.ndarray, np.nd
     return boxes, scores, labels
 
 
-def _matches(truth: ViewTruth, lesions: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Truth finding index -> the highest-scoring reported finding that hits it."""
+def _matches(
+    truth: ViewTruth, lesions: list[dict[str, Any]], threshold: float = -math.inf
+) -> dict[int, dict[str, Any]]:
+    """Truth finding index -> the highest-scoring reported finding >= threshold that hits it."""
+    lesions = [les for les in lesions if les["score"] >= threshold]
     findings = [les for les in lesions if les["label"] in FINDINGS]
     boxes, scores, _ = _prediction_arrays(lesions)
     hits, _ = hit_matrix(boxes, truth.boxes)
@@ -175,17 +207,19 @@ def _matches(truth: ViewTruth, lesions: list[dict[str, Any]]) -> dict[int, dict[
 
 
 def score_inference(
-    predicted: Mapping[str, dict[str, Any]], truths: list[ViewTruth]
+    predicted: Mapping[str, dict[str, Any]],
+    truths: list[ViewTruth],
+    localization_threshold: float | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, curves) over the views of `truths`; a view without a prediction is missed.
 
     A view with no prediction at all (its file failed) is scored as reporting nothing, so
-    failures lower the figures instead of vanishing from them.
+    failures lower the figures instead of vanishing from them. Localization is scored on the
+    findings reported at ``localization_threshold`` (the model's calibrated operating point),
+    by default the 1-FP/image threshold of this very set.
     """
     det = DetectionMetrics()
     seg = SegmentationMetrics(channels=("duct",), cldice_channels=("duct",))
-    distance_errors: list[float] = []
-    by_breast: dict[str, list[tuple[ViewTruth, dict[int, dict[str, Any]]]]] = {}
     for truth in truths:
         pred = predicted.get(truth.key) or {"lesions": [], "duct_mask": None}
         boxes, scores, labels = _prediction_arrays(pred["lesions"])
@@ -205,14 +239,32 @@ def score_inference(
                     f"{true_duct.shape}"
                 )
             seg.update(mask[None, None], true_duct[None, None], ids=[truth.key])
-        matched = _matches(truth, pred["lesions"])
-        for j, lesion in matched.items():
-            true_d = truth.objects[j].get("distance_to_nipple_mm")
-            if true_d is not None and lesion.get("distance_to_nipple_mm") is not None:
-                distance_errors.append(abs(float(lesion["distance_to_nipple_mm"]) - true_d))
-        by_breast.setdefault(truth.breast, []).append((truth, matched))
 
     metrics = {k: v for k, v in det.compute().items()}
+    if localization_threshold is None:
+        localization_threshold = metrics.get("threshold@1fp", -math.inf)
+    if not math.isfinite(localization_threshold):
+        localization_threshold = -math.inf
+    metrics["localization_threshold"] = localization_threshold
+    distance_errors: list[float] = []
+    distance_3d_errors: list[float] = []
+    by_breast: dict[str, list[tuple[ViewTruth, dict[int, dict[str, Any]]]]] = {}
+    for truth in truths:
+        pred = predicted.get(truth.key) or {"lesions": [], "duct_mask": None}
+        matched = _matches(truth, pred["lesions"], localization_threshold)
+        for j, lesion in matched.items():
+            reported = lesion.get("distance_to_nipple_mm")
+            if reported is None:
+                continue
+            obj = truth.objects[j]
+            true_image = obj.get("image_distance_to_nipple_mm")
+            true_3d = obj.get("distance_to_nipple_mm")
+            if true_image is not None or true_3d is not None:
+                distance_errors.append(abs(float(reported) - (true_image or true_3d)))
+            if true_3d is not None:
+                distance_3d_errors.append(abs(float(reported) - true_3d))
+        by_breast.setdefault(truth.breast, []).append((truth, matched))
+
     metrics["n_views"] = float(len(truths))
     if seg.per_image:
         seg_metrics = seg.compute()
@@ -224,6 +276,9 @@ def score_inference(
     metrics["n_matched_lesion_views"] = float(errors.size)
     metrics["distance_error_mm_mean"] = float(errors.mean()) if errors.size else math.nan
     metrics["distance_error_mm_median"] = float(np.median(errors)) if errors.size else math.nan
+    metrics["distance_3d_error_mm_mean"] = (
+        float(np.mean(distance_3d_errors)) if distance_3d_errors else math.nan
+    )
     metrics.update(_study_metrics(by_breast))
     return metrics, det.curves()
 
@@ -232,7 +287,8 @@ def _study_metrics(
     by_breast: dict[str, list[tuple[ViewTruth, dict[int, dict[str, Any]]]]],
 ) -> dict[str, float]:
     """Clock, quadrant and depth of truth findings seen in both views of their breast."""
-    tallies = {name: [0, 0, 0] for name in ("clock", "quadrant", "depth")}  # right, given, all
+    names = ("clock", "clock_off_axis", "quadrant", "depth")
+    tallies = {name: [0, 0, 0] for name in names}  # right, given, all
     for views in by_breast.values():
         if len(views) < 2:
             continue
@@ -259,6 +315,9 @@ def _study_metrics(
                 "quadrant": (best.get("quadrant"), lambda q, o=obj: q == o.get("quadrant")),
                 "depth": (best.get("depth"), lambda d, o=obj: d == o.get("depth")),
             }
+            offset = _axis_offset(obj)
+            if offset is not None and offset >= OFF_AXIS_MM:
+                checks["clock_off_axis"] = checks["clock"]
             for name, (value, is_right) in checks.items():
                 tallies[name][2] += 1
                 if value is not None:
