@@ -293,6 +293,37 @@ def _run_evaluate_inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the service: HTTP API, DICOM node and web viewer (docs/serving.md)",
+        description="Serve analyses over HTTP (API at /v1, viewer at /viewer/, OpenAPI at "
+        "/docs) and DICOM (C-STORE in, results out). Config: configs/serve.yaml, overridden "
+        "by --config and key=value (e.g. port=9000 dicom.enabled=false); tokens also from "
+        "DUCTAI_SERVE_TOKENS=a,b. Stops cleanly on SIGTERM/SIGINT.",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="YAML config (default: configs/serve.yaml)"
+    )
+    p.add_argument("overrides", nargs="*", help="config overrides key=value")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from ductai.inference.serve.config import load_serve_config
+    from ductai.inference.serve.logs import setup_json_logging
+    from ductai.inference.serve.server import DataDirLocked, run_server
+
+    config = load_serve_config(args.config, args.overrides)
+    setup_json_logging(verbose=args.verbose)  # one JSON object per line from here on
+    try:
+        run_server(config)
+    except DataDirLocked as exc:
+        print(f"ductai serve: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ductai", description="Deep learning for galactography (ductography)."
@@ -306,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_infer(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_serve(sub)
     return parser
 
 
