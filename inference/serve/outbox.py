@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ FAILED = ".failed"
 # Success and the warning statuses after which the peer holds the instance (PS3.4 B.2.3).
 STORED = {0x0000, 0xB000, 0xB006, 0xB007}
 MAX_CONTEXTS = 128  # an association proposes at most 128 presentation contexts
+BATCH = 100  # files per association; the rest go in the next round
 
 
 class SendError(RuntimeError):
@@ -163,36 +165,40 @@ def _contexts(datasets: list) -> list:
 
 
 def send_files(
-    files: list[Path], destination: Destination, calling_ae: str, timeout: float = 30
-) -> dict[Path, int | str]:
+    files: list[Path],
+    destination: Destination,
+    calling_ae: str,
+    on_status: Callable[[Path, int | str], None],
+    timeout: float = 30,
+) -> None:
     """C-STORE `files` to `destination` in one association.
 
-    Returns each attempted file's status (an int) or a short error string; files left out
-    (association aborted on the way) are absent. Raises SendError when no association.
+    `on_status(path, status)` is called right after each reply (an int status, or a short
+    error string), so a marker can be written before the next file goes. Files left when
+    the association breaks get no call. Raises SendError when no association is made.
     """
-    datasets = [(path, dcmread(path)) for path in files]
+    headers = [dcmread(path, stop_before_pixels=True) for path in files]
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.requested_contexts = _contexts([ds for _, ds in datasets])
+    ae.requested_contexts = _contexts(headers)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
         why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
         raise SendError(f"association with {destination} {why}")
-    results: dict[Path, int | str] = {}
     try:
-        for path, ds in datasets:
+        for path in files:
             if not assoc.is_established:
                 break
             try:
-                status = assoc.send_c_store(ds)
+                # A path is sent as stored (no decode and re-encode of the pixel data).
+                status = assoc.send_c_store(path)
             except ValueError as exc:  # no accepted presentation context for this file
-                results[path] = f"not sent: {exc}"
+                on_status(path, f"not sent: {exc}")
                 continue
-            results[path] = int(status.Status) if "Status" in status else "no response"
+            on_status(path, int(status.Status) if "Status" in status else "no response")
     finally:
         if assoc.is_established:
             assoc.release()
-    return results
 
 
 class Sender:
@@ -261,32 +267,17 @@ class Sender:
         files = self.outbox.pending(self.destination.name)
         if not files:
             return True
-        try:
-            results = send_files(files, self.destination, self.calling_ae)
-        except (SendError, OSError) as exc:
-            log.warning(
-                "cannot send %d result files to %s: %s",
-                len(files),
-                self.destination,
-                exc,
-                extra={
-                    "event": "dicom.send",
-                    "outcome": "unreachable",
-                    "destination": str(self.destination),
-                    "pending": len(files),
-                    "error": str(exc),
-                },
-            )
-            for path in files:
-                self._count_failure(path, str(exc))
-            return False
+        if len(files) > BATCH:
+            self._wake.set()  # the next round follows at once
+            files = files[:BATCH]
         sent: dict[str, int] = {}
-        for path, status in results.items():
+
+        def on_status(path: Path, status: int | str) -> None:
             if isinstance(status, int) and status in STORED:
                 self.outbox.mark_sent(path)
                 self._attempts.pop(path, None)
                 sent[path.parent.name] = sent.get(path.parent.name, 0) + 1
-                continue
+                return
             error = f"status 0x{status:04X}" if isinstance(status, int) else status
             log.warning(
                 "%s refused %s of analysis %s: %s",
@@ -304,20 +295,41 @@ class Sender:
                 },
             )
             self._count_failure(path, error)
-        for analysis_id, count in sent.items():
-            log.info(
-                "sent %d result files of analysis %s to %s",
-                count,
-                analysis_id,
+
+        try:
+            send_files(files, self.destination, self.calling_ae, on_status)
+        except (SendError, OSError) as exc:
+            log.warning(
+                "cannot send %d result files to %s: %s",
+                len(files),
                 self.destination,
+                exc,
                 extra={
                     "event": "dicom.send",
-                    "outcome": "sent",
+                    "outcome": "unreachable",
                     "destination": str(self.destination),
-                    "analysis_id": analysis_id,
-                    "files": count,
+                    "pending": len(files),
+                    "error": str(exc),
                 },
             )
+            for path in files:
+                self._count_failure(path, str(exc))
+            return False
+        finally:
+            for analysis_id, count in sent.items():
+                log.info(
+                    "sent %d result files of analysis %s to %s",
+                    count,
+                    analysis_id,
+                    self.destination,
+                    extra={
+                        "event": "dicom.send",
+                        "outcome": "sent",
+                        "destination": str(self.destination),
+                        "analysis_id": analysis_id,
+                        "files": count,
+                    },
+                )
         return sum(sent.values()) == len(files)
 
     def _count_failure(self, path: Path, error: str) -> None:
