@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import time
 
 import pydicom
 import pytest
@@ -229,3 +230,100 @@ def test_a_restarted_node_resumes_where_the_last_one_stopped(make_node, receiver
     assert node.sender.send_pending() is True
     assert set(receiver.received().values()) == {1}
     assert all(pydicom.dcmread(p).Modality == "OT" for p in receiver.folder.iterdir())
+
+
+# ---- the real server process (`ductai serve`, tiny model) ----------------------------------
+def dicom_settings(dest_port: int) -> dict:
+    return {
+        "enabled": True,
+        "settle_seconds": 1,
+        "destination": {"ae_title": "DEST", "host": "127.0.0.1", "port": dest_port},
+        "retry": {"initial_s": 0.5, "max_s": 2},
+    }
+
+
+def check_results(receiver, study) -> None:
+    """Each view's SEG, SR and SC arrived exactly once, readable, in the source study."""
+    received = receiver.received()
+    assert len(received) == 3 * len(study.images) and set(received.values()) == {1}, received
+    source = pydicom.dcmread(study.images[0], stop_before_pixels=True)
+    modalities = []
+    for path in sorted(receiver.folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        assert ds.StudyInstanceUID == source.StudyInstanceUID
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID  # a new series of the study
+        modalities.append(ds.Modality)
+        dump = subprocess.run(["dcmdump", str(path)], capture_output=True, text=True, timeout=60)
+        assert dump.returncode == 0 and "E: " not in dump.stderr, dump.stderr
+    assert sorted(set(modalities)) == ["OT", "SEG", "SR"]
+
+
+def dicom_events(server, outcome: str) -> list[dict]:
+    return [
+        r
+        for r in server.log_records()
+        if str(r.get("event", "")).startswith("dicom.") and r.get("outcome") == outcome
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.dicom_tools
+@needs_dcmtk
+def test_server_sends_a_study_results_to_storescp(serve_process, receiver, simulated_study):
+    receiver.start()
+    server = serve_process(dicom=dicom_settings(receiver.port))
+    sent = storescu(server.dicom_port, simulated_study.images)
+    assert sent.returncode == 0, sent.stderr
+    wait_for(
+        lambda: sum(receiver.received().values()) >= 3 * len(simulated_study.images),
+        180,
+        "the results at storescp",
+    )
+    check_results(receiver, simulated_study)
+    assert dicom_events(server, "accepted") and dicom_events(server, "outboxed")
+    patient = pydicom.dcmread(simulated_study.images[0], stop_before_pixels=True)
+    text = server.log_text()
+    assert str(patient.PatientID) not in text and str(patient.PatientName) not in text
+
+
+@pytest.mark.slow
+@pytest.mark.dicom_tools
+@needs_dcmtk
+def test_server_killed_mid_study_with_the_destination_down_sends_results_once(
+    serve_process, receiver, simulated_study
+):
+    # SIGKILL while the study is analysed; the restarted server finishes it, finds no
+    # destination (nothing listens yet), retries, and sends once the receiver is up.
+    server = serve_process(dicom=dicom_settings(receiver.port))
+    assert storescu(server.dicom_port, simulated_study.images).returncode == 0
+    spool = server.data_dir / "spool"
+
+    def submitted_status():
+        for state in spool.glob("*/state.json"):
+            analysis_id = json.loads(state.read_text()).get("analysis_id")
+            status = server.data_dir / "analyses" / str(analysis_id) / "status.json"
+            if analysis_id and status.is_file():
+                return json.loads(status.read_text())
+        return None
+
+    status = wait_for(submitted_status, 60, "the study's analysis")
+    server.kill()  # SIGKILL to the process group
+    assert status["state"] in ("queued", "running", "done")
+
+    server.restart()
+    wait_for(lambda: dicom_events(server, "unreachable"), 180, "a failed send (receiver down)")
+    assert sum(1 for p in (server.data_dir / "outbox").rglob("*.sent")) == 0
+    receiver.start()
+    expected = 3 * len(simulated_study.images)
+    wait_for(lambda: sum(receiver.received().values()) >= expected, 60, "the results")
+    wait_for(
+        lambda: len(list((server.data_dir / "outbox").rglob("*.sent"))) == expected, 30, "markers"
+    )
+
+    # Killed and restarted once more: everything is on disk as sent, nothing goes twice.
+    server.kill()
+    server.restart()
+    time.sleep(3)  # settle (1 s) and a sender round (poll 1 s) have passed
+    check_results(receiver, simulated_study)
+    [state] = [json.loads(p.read_text()) for p in spool.glob("*/state.json")]
+    assert state["outboxed"] is True and len(state["analyses"]) == 1
