@@ -54,6 +54,9 @@ class RetryConfig(_Section):
 class DicomConfig(_Section):
     enabled: bool = True
     ae_title: str = Field("DUCTAI", min_length=1, max_length=16)
+    # Address the SCP listens on; None: the server's `host`. A PACS on another machine needs
+    # a reachable address (e.g. 0.0.0.0) even while HTTP stays on loopback.
+    host: str | None = None
     port: int = Field(11112, ge=0, le=65535)  # 0: any free port (tests)
     allowed_calling_aes: list[str] = []  # empty: any calling AE
     settle_seconds: float = Field(10.0, ge=0)  # quiet time after which a study is analysed

@@ -52,6 +52,7 @@ from pynetdicom.sop_class import (
 )
 
 from ductai.inference.serve.outbox import Destination, Outbox, RetryPolicy, Sender
+from ductai.inference.serve.service import NotReadyError, QueueFull
 from ductai.inference.serve.spool import Spool, StudySnapshot
 from ductai.inference.writers.dicom import MANUFACTURER
 
@@ -110,7 +111,7 @@ class DicomNode:
 
     def __init__(self, config: Any, service: Any, poll_s: float = 0.5) -> None:
         self.dicom = config.dicom
-        self.host = getattr(self.dicom, "host", None) or config.host
+        self.host = self.dicom.host or config.host
         self.service = service
         self.poll_s = poll_s
         data_dir = Path(config.data_dir)
@@ -205,16 +206,25 @@ class DicomNode:
 
     def _on_rejected(self, event: Any) -> None:
         requestor = event.assoc.requestor
+        request = requestor.primitive
+        called = str(getattr(request, "called_ae_title", "") or "").strip()
+        calling = str(requestor.ae_title).strip()
+        allowed = list(self.dicom.allowed_calling_aes)
+        if called != self.dicom.ae_title:
+            reason = f"called AE title {called!r} is not this node's ({self.dicom.ae_title!r})"
+        elif allowed and calling not in allowed:
+            reason = f"calling AE title {calling!r} is not in dicom.allowed_calling_aes"
+        else:
+            reason = "refused by the association negotiation"
         _event(
             logging.WARNING,
-            f"association from {requestor.ae_title} to {event.assoc.acceptor.ae_title} rejected "
-            f"(allowed calling AEs: {list(self.dicom.allowed_calling_aes) or 'any'}; "
-            f"called AE must be {self.dicom.ae_title})",
+            f"association from {calling} rejected: {reason}",
             "dicom.association",
             outcome="rejected",
-            calling_ae=requestor.ae_title,
-            called_ae=event.assoc.acceptor.ae_title,
+            calling_ae=calling,
+            called_ae=called,
             peer=f"{requestor.address}:{requestor.port}",
+            reason=reason,
         )
 
     def _on_closed(self, event: Any) -> None:
@@ -347,8 +357,6 @@ class DicomNode:
             )
 
     def _submit(self, snap: StudySnapshot) -> None:
-        from ductai.inference.serve.service import NotReadyError, QueueFull
-
         analysis_id = snap.analysis_id
         try:
             self.service.submit(

@@ -92,10 +92,20 @@ def test_echo_and_ae_title_checks(make_node):
     assert echoscu(node.port, called="OTHER").returncode != 0
 
 
-def test_any_calling_ae_when_the_allow_list_is_empty(make_node):
+def test_calling_and_called_ae_titles(make_node, caplog):
     node = make_node()
     assert send_with_pynetdicom([image_dataset()], node.port, calling="ANYONE") == [0]
-    assert send_with_pynetdicom([image_dataset()], node.port, called="WRONG") == "rejected"
+    node.stop()
+    node = make_node(allowed_calling_aes=["MODALITY"])
+    with caplog.at_level(logging.INFO, logger="ductai.serve.dicom"):
+        assert send_with_pynetdicom([image_dataset()], node.port, called="WRONG") == "rejected"
+        assert send_with_pynetdicom([image_dataset()], node.port, calling="ANYONE") == "rejected"
+        assert send_with_pynetdicom([image_dataset()], node.port) == [0]
+    reasons = [r.reason for r in caplog.records if getattr(r, "outcome", "") == "rejected"]
+    assert reasons == [
+        "called AE title 'WRONG' is not this node's ('DUCTAI')",
+        "calling AE title 'ANYONE' is not in dicom.allowed_calling_aes",
+    ]
 
 
 def test_bad_instances_are_refused_and_not_spooled(make_node, caplog):
