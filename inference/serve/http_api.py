@@ -263,7 +263,7 @@ def create_app(service: AnalysisService, config: ServeConfig) -> FastAPI:
         202 with the id and links when it takes longer."""
         folder = await _receive_upload(request, uploads_root)
         try:
-            if len(list(folder.iterdir())) != 1:
+            if len(list(folder.glob("*.dcm"))) != 1:
                 raise HTTPException(400, "the sync route takes exactly one image")
             analysis = await run_in_threadpool(
                 _check_and_submit, folder, service, metrics, "http-sync"
