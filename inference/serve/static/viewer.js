@@ -105,7 +105,7 @@
       // Keep the secret out of the address bar, history and screenshots.
       params.delete("token");
       const query = params.toString();
-      history.replaceState(null, "", `${location.pathname}${query ? `?${query}` : ""}`);
+      history.replaceState(null, "", `${location.pathname}${query ? `?${query}` : ""}${location.hash}`);
     }
     state.token = sessionStorage.getItem(TOKEN_KEY) || "";
     $("#token-input").value = state.token;
@@ -172,7 +172,7 @@
     const params = new URLSearchParams(location.search);
     if (id) params.set("analysis", id);
     else params.delete("analysis");
-    history.replaceState(null, "", `${location.pathname}?${params}`);
+    history.replaceState(null, "", `${location.pathname}?${params}`); // drops any #<id>
     clearAnalysis();
     if (!id) {
       setPageState("idle");
@@ -231,9 +231,18 @@
     if (status.files != null) parts.push(`${status.files} file(s)`);
     if (status.created) parts.push(`created ${status.created}`);
     if (status.finished) parts.push(`finished ${status.finished}`);
-    const model = status.results && status.results.model;
+    const model = status.model || (status.results && status.results.model);
     if (model) parts.push(`model ${model}`);
     info.textContent = parts.join(" · ");
+    // Files the run could not analyse (not DICOM images, unreadable geometry...).
+    const errors = status.file_errors || [];
+    if (errors.length) {
+      const box = document.createElement("div");
+      box.className = "flags-warning file-errors";
+      box.setAttribute("role", "alert");
+      box.textContent = `${errors.length} file(s) not analysed: ${errors.map((e) => e.error || e.stage).join("; ")}`;
+      info.append(box);
+    }
     info.hidden = false;
   }
 
@@ -937,11 +946,19 @@
     }
   }
 
+  // ?analysis=<id>, or #<id> / #analysis=<id> (the API's "viewer" links use the hash).
+  function wantedAnalysis() {
+    const fromQuery = new URLSearchParams(location.search).get("analysis");
+    if (fromQuery) return fromQuery;
+    const hash = decodeURIComponent(location.hash.replace(/^#/, ""));
+    return hash.startsWith("analysis=") ? hash.slice("analysis=".length) : hash;
+  }
+
   async function main() {
     initToken();
     initControls();
     setWindow(255, 128);
-    const wanted = new URLSearchParams(location.search).get("analysis") || "";
+    const wanted = wantedAnalysis();
     if (!state.token) {
       setStatus("Enter the bearer token of this server.", "idle");
       return;
