@@ -131,6 +131,10 @@ class DicomNode:
         self._counts: dict[int, list[int]] = {}  # id(association) -> [stored, refused]
         self._counts_lock = threading.Lock()
         self._told_no_destination = False
+        # Studies the watcher looks at: all at start, then those in progress or just received.
+        self._active: set[str] | None = None
+        self._touched: set[str] = set()
+        self._active_lock = threading.Lock()
 
     # ---- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -304,6 +308,10 @@ class DicomNode:
             return self._refuse(
                 event, OUT_OF_RESOURCES, f"cannot write to the spool: {exc.strerror or exc}"
             )
+        with self._active_lock:
+            if self._active is not None:
+                self._active.add(path.parent.name)
+            self._touched.add(path.parent.name)
         self._count(event, 0)
         log.debug("stored %s", path, extra={"event": "dicom.stored", "study_uid": study_uid})
         return SUCCESS
@@ -315,30 +323,43 @@ class DicomNode:
             self._wake.wait(self.poll_s)
             self._wake.clear()
 
-    def scan(self) -> None:
-        """Advance every spooled study one step (also what resumes the work after a crash)."""
-        for study in self.spool.studies():
+    def scan(self, everything: bool = False) -> None:
+        """Advance the studies one step: every spooled study (at start, which is what resumes
+        the work after a crash), then only those still in progress or newly received."""
+        with self._active_lock:
+            if everything or self._active is None:
+                self._active = set(self.spool.studies())
+            studies = sorted(self._active)
+        for study in studies:
             if self._stop.is_set():
                 return
             try:
-                self._advance(self.spool.snapshot(study))
+                busy = self._advance(self.spool.snapshot(study))
             except Exception:  # one broken study must not stop the others
                 log.exception(
                     "study %s: cannot advance", study, extra={"event": "dicom.study_error"}
                 )
+                continue
+            if not busy:
+                with self._active_lock:
+                    # Unless an instance arrived meanwhile (its store re-adds the study).
+                    if study not in self._touched:
+                        self._active.discard(study)
+                    self._touched.discard(study)
 
-    def _advance(self, snap: StudySnapshot) -> None:
+    def _advance(self, snap: StudySnapshot) -> bool:
+        """One step for one study; False when nothing is left to do until new instances."""
         if not snap.files:
-            return
+            return False
         current = snap.current
         if current is None or sorted(current["sop_uids"]) != snap.sop_uids:
             if snap.settled(self.dicom.settle_seconds):
                 self._submit(snap)
-            return
+            return True
         if current.get("outboxed") or current["state"] in ("failed", "superseded"):
-            return
+            return False
         if current["state"] == "done" and self.destination is None:
-            return
+            return False
         analysis = self.service.get(current["id"])
         if analysis is None:  # the analysis folder is gone: submit the same id again
             self._submit(snap)
@@ -355,6 +376,7 @@ class DicomNode:
                 analysis_id=current["id"],
                 error=analysis.error,
             )
+        return True
 
     def _submit(self, snap: StudySnapshot) -> None:
         analysis_id = snap.analysis_id
