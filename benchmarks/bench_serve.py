@@ -328,8 +328,8 @@ def run_phase(server: Server, name: str, args, breasts: list[list[Path]], memory
         percentile(lat, 95),
         tally.busy,
         len(tally.errors),
-        memory.peak / 2**20,
-        elapsed,
+        f"{memory.peak / 2**20:.0f}",
+        f"{elapsed:.1f}",
     ]
 
 
@@ -436,7 +436,10 @@ def main() -> None:
         f"peak RSS over the run: {memory.overall / 2**20:.0f} MB (after start: {idle_rss:.0f} MB)"
     )
     print(f"server: {shlex.join(server.command)}")
-    print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    python = Path(sys.executable)
+    if python.is_relative_to(ROOT):
+        python = python.relative_to(ROOT)
+    print(f"command: {shlex.join([str(python), *sys.argv])}")
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def _save_screenshot(page, tmp_path: Path) -> Path:
     return shot
 
 
-def test_viewer_renders_an_analysis(analysed, tmp_path):
+def test_viewer_renders_an_analysis(analysed, simulated_study, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     executable = _chromium()
     server, status = analysed
@@ -212,6 +212,21 @@ def test_viewer_renders_an_analysis(analysed, tmp_path):
                     str(lesion["id"]) for lesion in study["lesions"]
                 ]
             _save_screenshot(page, tmp_path)
+
+            # Upload through the page: a new analysis, polled until done, then shown.
+            page.set_input_files("#upload-files", [str(p) for p in simulated_study.images])
+            page.click("#upload-submit")
+            page.wait_for_function(
+                "old => document.body.dataset.state === 'ready'"
+                " && document.getElementById('analysis-select').value !== old",
+                arg=analysis_id,
+                timeout=PAGE_TIMEOUT_MS,
+            )
+            uploaded = page.input_value("#analysis-select")
+            assert f"analysis={uploaded}" in page.url
+            assert len(page.query_selector_all(".view-panel[data-ready=true]")) == len(reports)
+            with server.client() as http:
+                assert http.get(f"/v1/analyses/{uploaded}").json()["source"] == "http"
         finally:
             browser.close()
     assert not errors, errors
