@@ -206,6 +206,7 @@ class Predictor:
                 "backend": self.backend,
                 "crop": crop.to_dict(),
                 "tta": self.options.tta,
+                "report_threshold": self.report_threshold,
             },
         )
 

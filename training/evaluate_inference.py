@@ -164,7 +164,8 @@ def evaluate_inference(
         predictor = stages.load_predictor(
             resolve_model(model), device=device, tta=tta, score_threshold=SCORING_THRESHOLD
         )
-    operating = predictor.bundle.operating_threshold if not calibrate else None
+    bundle = getattr(predictor, "bundle", None)  # test doubles may have none
+    operating = None if calibrate or bundle is None else bundle.operating_threshold
     run = run_inference(
         [e.image for e in entries], out / "inference", model=model, predictor=predictor
     )
@@ -173,7 +174,9 @@ def evaluate_inference(
     metrics["n_failed_views"] = float(sum(t.key not in predicted for t in truths))
     metrics["seconds_per_view"] = run.seconds / max(len(run.views), 1)
     if calibrate:
-        folder = Path(predictor.bundle.source)
+        if bundle is None:
+            raise ValueError("--calibrate needs a model bundle folder")
+        folder = Path(bundle.source)
         threshold = metrics.get("threshold@1fp", math.nan)
         if not math.isfinite(threshold):
             raise ValueError(f"{name}: no finite 1-FP/image threshold to calibrate with")

@@ -186,7 +186,13 @@ def _model(model: dict) -> dict[str, Any]:
         "version": str(model.get("version", "")),
         "sha256": {str(k): str(v) for k, v in sha.items()} if isinstance(sha, dict) else str(sha),
         "missing": [str(t) for t in model.get("missing", []) or []],
+        "operating_threshold": _optional_float(model.get("operating_threshold")),
+        "report_threshold": _optional_float(model.get("report_threshold")),
     }
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def study_lesion_summary(

@@ -179,3 +179,95 @@ def test_datalist_split_is_scored(simulated_study, tmp_path):
     assert result.metrics["n_views"] == len(doc[split])
     assert result.metrics["cpm"] == pytest.approx(1.0)
     assert result.metrics["mimic_fp_per_image"] == 0
+
+
+def test_distance_truth_is_the_views_own_projected_distance(simulated_study, truths):
+    raw = [
+        json.loads(p.read_text()) for p in sorted((simulated_study.root / "labels").glob("*.json"))
+    ]
+    findings = [(t, o) for t in raw for o in t["objects"] if not o["is_mimic"]]
+    assert findings
+    for view, obj in findings:
+        dx, dy = np.subtract(obj["center_px"], view["nipple_px"])
+        expected = math.hypot(dx, dy) * view["pixel_spacing_mm"][0]
+        assert obj["image_distance_to_nipple_mm"] == pytest.approx(expected, abs=0.02)
+        assert obj["axis_offset_mm"] == pytest.approx(
+            math.hypot(*obj["center_3d_mm"][1:]), abs=0.02
+        )
+    # a report that gives the uncompressed 3D distance is off by the compression
+    predicted = copy.deepcopy(_oracle(truths))
+    for truth in truths:
+        for lesion, obj in zip(
+            predicted[truth.key]["lesions"],
+            [
+                o
+                for lb, o in zip(truth.labels, truth.objects)
+                if lb not in ("air_bubble", "calcification")
+            ],
+        ):
+            lesion["distance_to_nipple_mm"] = obj["distance_to_nipple_mm"]
+    metrics, _ = score_inference(predicted, truths)
+    assert metrics["distance_3d_error_mm_mean"] == pytest.approx(0.0)
+    assert metrics["distance_error_mm_mean"] > 0.0
+
+
+def test_localization_counts_only_findings_at_the_threshold(truths):
+    predicted = copy.deepcopy(_oracle(truths))
+    for pred in predicted.values():
+        for lesion in pred["lesions"]:
+            lesion["score"] = 0.2
+    metrics, _ = score_inference(predicted, truths, localization_threshold=0.5)
+    assert metrics["localization_threshold"] == 0.5
+    assert metrics["n_matched_lesion_views"] == 0 and metrics["clock_accuracy"] == 0
+    assert metrics["cpm"] == 1  # detection is scored over every score
+    metrics, _ = score_inference(predicted, truths, localization_threshold=0.1)
+    assert metrics["n_matched_lesion_views"] >= 2
+
+
+def test_calibrate_writes_the_operating_point_and_infer_reports_from_it(
+    tmp_path, tiny_bundle, simulated_study
+):
+    import shutil
+
+    from ductai.cli import main
+    from ductai.inference.bundle import load_bundle
+    from ductai.inference.predictor import Predictor
+    from ductai.training.evaluate_inference import evaluate_inference
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    assert Predictor.from_path(bundle, backend="eager").report_threshold == 0.05
+    # The oracle reports the truth with score 1: the 1-FP point is a finite threshold.
+    oracle = OraclePredictor(spacing_mm=0.5)
+    oracle.bundle = load_bundle(bundle)
+    result = evaluate_inference(
+        None, simulation="default", n=1, seed=11, out_dir=tmp_path / "eval",
+        predictor=oracle, calibrate=True,
+    )  # fmt: skip
+    loaded = load_bundle(bundle)
+    assert loaded.operating_threshold == pytest.approx(result.metrics["threshold@1fp"], abs=1e-4)
+    assert loaded.operating_point["fp_per_image"] == 1.0
+    assert loaded.operating_point["set"] == "sim-default-n1-seed11"
+    assert (
+        Predictor.from_path(bundle, backend="eager").report_threshold == loaded.operating_threshold
+    )
+    # an explicit threshold wins: 1.01 reports nothing
+    out = tmp_path / "infer"
+    main(["infer", *map(str, simulated_study.images), "--out", str(out), "--model", str(bundle),
+          "--device", "cpu", "--threshold", "1.01"])  # fmt: skip
+    reports = [json.loads(p.read_text()) for p in out.glob("*/report.json")]
+    assert reports and all(r["lesions"] == [] for r in reports)
+    assert all(r["model"]["operating_threshold"] == loaded.operating_threshold for r in reports)
+    assert all(r["model"]["report_threshold"] == 1.01 for r in reports)
+
+
+def test_oracle_localization_through_the_pipeline(tmp_path):
+    """Truth boxes through the real nipple finder and measures: the localization floor."""
+    from ductai.training.evaluate_inference import evaluate_inference
+
+    m = evaluate_inference(
+        None, simulation="default", n=3, seed=5, out_dir=tmp_path,
+        predictor=OraclePredictor(spacing_mm=0.5),
+    ).metrics  # fmt: skip
+    print({k: round(v, 3) for k, v in m.items() if "distance" in k or "clock" in k})
+    assert m["distance_error_mm_mean"] < 5.0
