@@ -183,8 +183,9 @@ def send_files(
     ae.requested_contexts = _contexts(headers)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
-        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
-        raise SendError(f"association with {destination} {why}")
+        if assoc.is_rejected:
+            raise SendError(f"{destination} rejected the association (check its AE titles)")
+        raise SendError(f"no association with {destination} (unreachable, or it aborted)")
     try:
         for path in files:
             if not assoc.is_established:
