@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -43,3 +44,20 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
+
+
+def add_summary_argument(parser) -> None:
+    parser.add_argument(
+        "--summary", help="also write the key figures as JSON here (benchmarks/all.py reads it)"
+    )
+
+
+def write_summary(path: str | None, rows: list[dict]) -> None:
+    """Key figures for the gathered table: dicts with area, figure, value, unit, compare."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+def figure(area: str, name: str, value: float, unit: str, compare: str = "") -> dict:
+    return {"area": area, "figure": name, "value": value, "unit": unit, "compare": compare}

@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
-from _common import print_table
+from _common import add_summary_argument, figure, print_table, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["read", "canonical", "crop", "segmentation", "detection", "postprocess"]
@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="flip TTA in the ours-* setups")
     parser.add_argument("--setups", default="ours-onnx,ours-eager,naive")
     parser.add_argument("--setup", help=argparse.SUPPRESS)  # child process mode
+    add_summary_argument(parser)
     args = parser.parse_args()
     if args.setup:
         child(args)
@@ -269,6 +270,19 @@ def main() -> None:
         e, o = results["ours-eager"]["seconds"], results["ours-onnx"]["seconds"]
         print(f"segmentation eager / ONNX Runtime: {e['segmentation'] / o['segmentation']:.2f}x")
     print("\nJSON " + json.dumps(results))
+    figures = []
+    area = f"inference ({args.threads} threads)"
+    for name, r in results.items():
+        compare = ""
+        if name != "naive" and naive:
+            compare = f"{naive['seconds']['total'] / r['seconds']['total']:.1f}x faster than naive"
+        figures += [
+            figure(
+                area, f"{name}: seconds per full-field view", r["seconds"]["total"], "s", compare
+            ),
+            figure(area, f"{name}: peak memory", r["maxrss_mb"], "MB"),
+        ]
+    write_summary(args.summary, figures)
 
 
 if __name__ == "__main__":

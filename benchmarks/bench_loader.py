@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, summarize
+from _common import add_summary_argument, figure, print_table, summarize, write_summary
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -80,6 +80,7 @@ def main() -> None:
         default=1,
         help="torch intra-op threads in the main process (workers always use 1)",
     )
+    add_summary_argument(parser)
     args = parser.parse_args()
     # On a busy machine, torch's OpenMP threads spin against other processes: measured here,
     # torch.stack of a 8x2x256x256 batch took 96 ms with 2 threads under load, 0.08 ms with 1.
@@ -131,6 +132,15 @@ def main() -> None:
         f"batch {args.batch}, {os.cpu_count()} CPUs, {args.threads} torch thread(s)",
         ["source", "task", "workers", "samples/s (median)", "p90", "transform ms/sample"],
         rows,
+    )
+    most = max(args.workers)
+    write_summary(
+        args.summary,
+        [
+            figure("loader", f"{r[0]}, {r[1]}, {r[2]} workers", r[3], "samples/s")
+            for r in rows
+            if r[2] == most
+        ],
     )
 
 

@@ -13,7 +13,15 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import pin_single_core, print_table, summarize, timed
+from _common import (
+    add_summary_argument,
+    figure,
+    pin_single_core,
+    print_table,
+    summarize,
+    timed,
+    write_summary,
+)
 
 pin_single_core()  # before numpy is imported by ductai
 
@@ -32,6 +40,7 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--spacing", type=float, default=0.3, help="training spacing in mm")
     parser.add_argument("--seed", type=int, default=123)
+    add_summary_argument(parser)
     args = parser.parse_args()
 
     config = load_simulation_config(args.preset)
@@ -70,6 +79,16 @@ def main() -> None:
         ["stage", "median s", "p90 s", "n"],
         rows,
     )
+    area = f"simulator ({args.preset}, 1 core)"
+    write_summary(
+        args.summary,
+        [
+            figure(area, "full-resolution view, end to end", summarize(per_view)["median"], "s",
+                   f"{mp:.1f} MP median view"),
+            figure(area, f"view at {args.spacing} mm (training)",
+                   summarize(stages["train"])["median"], "s"),
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

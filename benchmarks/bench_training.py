@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
-from _common import print_table, summarize
+from _common import add_summary_argument, figure, print_table, summarize, write_summary
 
 from ductai.models.registry import create_model
 from ductai.training import detection_task, segmentation_task
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--naive-steps", type=int, default=2, help="timed naive-detector steps")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--workers", type=int, default=None, help="override data.num_workers")
+    add_summary_argument(parser)
     args = parser.parse_args()
     common = ["trainer.progress=false"]
     if args.workers is not None:
@@ -119,7 +120,17 @@ def main() -> None:
         ],
         rows,
     )
-    print(f"\nnaive / small detector seconds per step: {s['median'] / small_median:.1f}x")
+    ratio = s["median"] / small_median
+    print(f"\nnaive / small detector seconds per step: {ratio:.1f}x")
+    figures = [
+        figure("training (2 cores)", f"{r[0]} step", r[5], "s", f"{r[7]:.0f} img/s")
+        for r in rows[:-1]
+    ]
+    figures.append(
+        figure("training (2 cores)", "naive detector step", s["median"], "s",
+               f"{ratio:.0f}x the small detector's")
+    )  # fmt: skip
+    write_summary(args.summary, figures)
 
 
 def _row(name, config, params, s, step_ips, loader_ips) -> list:
