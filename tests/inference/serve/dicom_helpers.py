@@ -8,12 +8,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -73,13 +71,14 @@ def image_dataset(study_uid: str | None = None, sop_uid: str | None = None, pixe
     ds.PatientName = "SECRET^NAME"
     ds.PatientID = "SECRET-ID-42"
     if pixels:
-        ds.Rows = ds.Columns = 8
+        ds.Rows = ds.Columns = 64  # JPEG 2000 needs room for its resolution levels
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit = 15
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
         ds.PixelRepresentation = 0
-        ds.PixelData = np.arange(64, dtype=np.uint16).tobytes()
+        ds.PixelData = (np.arange(64 * 64, dtype=np.uint16) % 4096).tobytes()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -223,8 +222,8 @@ def send_with_pynetdicom(datasets, port: int, called="DUCTAI", calling="MODALITY
     from pynetdicom import AE
 
     ae = AE(ae_title=calling)
-    for sop in {str(ds.SOPClassUID) for ds in datasets}:
-        ae.add_requested_context(sop, ExplicitVRLittleEndian)
+    for sop, ts in {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}:
+        ae.add_requested_context(sop, ts)
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
     if not assoc.is_established:
         return "rejected"
@@ -232,11 +231,3 @@ def send_with_pynetdicom(datasets, port: int, called="DUCTAI", calling="MODALITY
         return [int(assoc.send_c_store(ds).Status) for ds in datasets]
     finally:
         assoc.release()
-
-
-def count_threads(prefix: str) -> int:
-    return sum(t.name.startswith(prefix) for t in threading.enumerate())
-
-
-def namespace(**kw) -> SimpleNamespace:
-    return SimpleNamespace(**kw)

@@ -22,6 +22,7 @@ from dicom_helpers import (
     serve_config,
     wait_for,
 )
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from ductai.inference.serve.dicom_node import DicomNode
 
@@ -125,6 +126,18 @@ def test_bad_instances_are_refused_and_not_spooled(make_node, caplog):
     # Patient identity never reaches the log, only UIDs.
     assert "SECRET" not in caplog.text
     assert all("SECRET" not in json.dumps(r.__dict__, default=str) for r in caplog.records)
+
+
+@pytest.mark.parametrize("syntax", [JPEG2000Lossless, JPEGLSLossless, RLELossless])
+def test_compressed_instances_are_stored_as_received(make_node, syntax):
+    node = make_node(settle_seconds=60)
+    ds = image_dataset()
+    ds.compress(syntax)
+    assert send_with_pynetdicom([ds], node.port) == [0]
+    [path] = list(node.spool.root.rglob("*.dcm"))
+    stored = pydicom.dcmread(path)
+    assert stored.file_meta.TransferSyntaxUID == syntax
+    assert (stored.pixel_array == image_dataset().pixel_array).all()
 
 
 def test_crafted_uids_stay_inside_the_spool(make_node, tmp_path):
