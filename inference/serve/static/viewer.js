@@ -3,8 +3,9 @@
  * Talks to the HTTP API of docs/serve-design.md with `Authorization: Bearer <token>`. Images
  * come through fetch() and blob URLs / ImageBitmaps because <img src> cannot send headers.
  * Per view: the source image on a canvas (window/level applied at display resolution, so a
- * 4k x 3k radiograph costs only the visible pixels per redraw), the duct outline and the
- * heatmap as overlays prepared once at <= OVERLAY_MAX px, and the lesion boxes as vectors.
+ * 4k x 3k radiograph costs only the visible pixels per redraw), the heatmap coloured once at
+ * <= OVERLAY_MAX px, the duct outline traced per redraw at screen resolution (a thin line at
+ * any zoom) and the lesion boxes as vectors.
  *
  * Hooks for tests and scripts: body[data-state] (idle, loading, waiting, ready, failed,
  * error), .view-panel[data-sop][data-ready], canvas[data-render-count] (+1 per redraw),
@@ -251,7 +252,7 @@
     state.blobUrls = [];
     for (const v of state.views) {
       if (v.observer) v.observer.disconnect();
-      for (const bmp of [v.image]) if (bmp && bmp.close) bmp.close();
+      for (const bmp of [v.image, v.mask]) if (bmp && bmp.close) bmp.close();
     }
     state.views = [];
     $("#breasts").replaceChildren();
@@ -355,7 +356,8 @@
       width,
       height,
       image: image.ok ? image.bitmap : null,
-      outline: mask.ok ? makeOutline(mask.bitmap) : null,
+      mask: mask.ok ? mask.bitmap : null,
+      scratch: null, // canvas the outline is traced on
       heatmap: heat.ok ? makeHeatmap(heat.bitmap) : null,
       scale: 1,
       tx: 0,
@@ -446,58 +448,6 @@
     ctx.putImageData(data, 0, 0);
     bitmap.close();
     return canvas;
-  }
-
-  // Outline = mask minus its erosion; the band is a few overlay pixels wide so that it stays
-  // visible when a 4k image is fitted into a 900 px panel.
-  function makeOutline(bitmap) {
-    const { canvas, ctx, data } = pixelsOf(bitmap);
-    const w = canvas.width;
-    const h = canvas.height;
-    const px = data.data;
-    const inside = new Uint8Array(w * h);
-    for (let i = 0; i < w * h; i++) inside[i] = px[4 * i] >= 128 ? 1 : 0;
-    const radius = Math.max(1, Math.round(Math.max(w, h) / 900));
-    const eroded = erode(inside, w, h, radius);
-    const [r, g, b] = [53, 224, 161];
-    for (let i = 0; i < w * h; i++) {
-      const edge = inside[i] && !eroded[i];
-      px[4 * i] = r;
-      px[4 * i + 1] = g;
-      px[4 * i + 2] = b;
-      px[4 * i + 3] = edge ? 255 : 0;
-    }
-    ctx.putImageData(data, 0, 0);
-    bitmap.close();
-    return canvas;
-  }
-
-  // Separable box erosion (min filter); outside the image counts as background.
-  function erode(src, w, h, radius) {
-    const tmp = new Uint8Array(w * h);
-    const out = new Uint8Array(w * h);
-    for (let y = 0; y < h; y++) {
-      const row = y * w;
-      for (let x = 0; x < w; x++) {
-        let keep = 1;
-        for (let d = -radius; d <= radius && keep; d++) {
-          const xx = x + d;
-          keep = xx >= 0 && xx < w ? src[row + xx] : 0;
-        }
-        tmp[row + x] = keep;
-      }
-    }
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        let keep = 1;
-        for (let d = -radius; d <= radius && keep; d++) {
-          const yy = y + d;
-          keep = yy >= 0 && yy < h ? tmp[yy * w + x] : 0;
-        }
-        out[y * w + x] = keep;
-      }
-    }
-    return out;
   }
 
   function showFlags(panel, flags, messages) {
@@ -707,7 +657,8 @@
     const bw = Math.max(1, x1 - x0);
     const bh = Math.max(1, y1 - y0);
     const fitScale = Math.min(w / view.width, h / view.height);
-    view.scale = Math.max(fitScale, Math.min(16, 0.35 * Math.min(w / bw, h / bh)));
+    // The box fills about a quarter of the panel: the duct around it stays in view.
+    view.scale = Math.max(fitScale, Math.min(4, 0.25 * Math.min(w / bw, h / bh)));
     view.tx = w / 2 - ((x0 + x1) / 2) * view.scale;
     view.ty = h / 2 - ((y0 + y1) / 2) * view.scale;
     view.fitted = false;
@@ -764,8 +715,9 @@
     ctx.setTransform(s, 0, 0, s, ox, oy);
     ctx.globalAlpha = state.opacity;
     if (state.layers.heatmap && view.heatmap) ctx.drawImage(view.heatmap, 0, 0, view.width, view.height);
-    ctx.imageSmoothingEnabled = false; // crisp outline band when zoomed in
-    if (state.layers.outline && view.outline) ctx.drawImage(view.outline, 0, 0, view.width, view.height);
+    // The outline fades less than the heatmap: a thin line at low alpha is lost.
+    ctx.globalAlpha = 0.35 + 0.65 * state.opacity;
+    if (state.layers.outline && view.mask) drawOutline(ctx, view, s, ox, oy, cw, ch);
     ctx.globalAlpha = 1;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     if (state.layers.nipple) drawNipple(ctx, view);
@@ -796,6 +748,56 @@
       px[i + 2] = v;
     }
     ctx.putImageData(data, x0, y0);
+  }
+
+  // The mask resampled to the visible screen pixels; a pixel whose 3x3 neighbourhood holds
+  // both duct and background is outline: a 2 px line whatever the zoom. The low threshold
+  // keeps ducts thinner than a screen pixel (fitted 4k views) visible.
+  const OUTLINE_RGB = [53, 224, 161];
+  const MASK_THRESHOLD = 64;
+  function drawOutline(ctx, view, s, ox, oy, cw, ch) {
+    const x0 = Math.max(0, Math.floor(ox));
+    const y0 = Math.max(0, Math.floor(oy));
+    const w = Math.min(cw, Math.ceil(ox + view.width * s)) - x0;
+    const h = Math.min(ch, Math.ceil(oy + view.height * s)) - y0;
+    if (w < 3 || h < 3) return;
+    if (!view.scratch) view.scratch = document.createElement("canvas");
+    const scratch = view.scratch;
+    if (scratch.width !== w || scratch.height !== h) {
+      scratch.width = w;
+      scratch.height = h;
+    }
+    const sctx = scratch.getContext("2d", { willReadFrequently: true });
+    sctx.setTransform(1, 0, 0, 1, 0, 0);
+    sctx.clearRect(0, 0, w, h);
+    sctx.imageSmoothingEnabled = true;
+    sctx.imageSmoothingQuality = "high";
+    sctx.setTransform(s, 0, 0, s, ox - x0, oy - y0);
+    sctx.drawImage(view.mask, 0, 0, view.width, view.height);
+    const data = sctx.getImageData(0, 0, w, h);
+    const px = data.data;
+    const inside = new Uint8Array(w * h);
+    for (let i = 0; i < w * h; i++) inside[i] = px[4 * i] >= MASK_THRESHOLD ? 1 : 0;
+    px.fill(0);
+    const [r, g, b] = OUTLINE_RGB;
+    for (let y = 1; y < h - 1; y++) {
+      for (let x = 1; x < w - 1; x++) {
+        const i = y * w + x;
+        const sum =
+          inside[i - w - 1] + inside[i - w] + inside[i - w + 1] +
+          inside[i - 1] + inside[i] + inside[i + 1] +
+          inside[i + w - 1] + inside[i + w] + inside[i + w + 1];
+        if (sum > 0 && sum < 9) {
+          px[4 * i] = r;
+          px[4 * i + 1] = g;
+          px[4 * i + 2] = b;
+          px[4 * i + 3] = 255;
+        }
+      }
+    }
+    sctx.putImageData(data, 0, 0);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.drawImage(scratch, x0, y0);
   }
 
   function toScreen(view, x, y) {
@@ -959,6 +961,7 @@
     initControls();
     setWindow(255, 128);
     const wanted = wantedAnalysis();
+    state.analysisId = wanted; // loaded once a token is entered
     if (!state.token) {
       setStatus("Enter the bearer token of this server.", "idle");
       return;
