@@ -413,6 +413,7 @@ def _check_and_submit(
     """Check every file (all problems in one answer), then hand them to the service."""
     problems: list[UploadError] = []
     files: list[Path] = []
+    names: list[str] = []
     study_uids: list[str] = []
     for path in sorted(folder.glob("*.dcm")):
         name = path.with_suffix(".name").read_text()
@@ -422,6 +423,7 @@ def _check_and_submit(
             problems.append(exc)
             continue
         files.append(path)
+        names.append(name)
         if info.study_instance_uid:
             study_uids.append(info.study_instance_uid)
     if problems:
@@ -430,7 +432,7 @@ def _check_and_submit(
             metrics.uploads_rejected.labels(status=str(problem.status)).inc()
         raise HTTPException(status, "; ".join(str(p) for p in problems))
     try:
-        return service.submit(files, source=source, move=True, study_uids=study_uids)
+        return service.submit(files, source=source, move=True, study_uids=study_uids, names=names)
     except QueueFull as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     except NotReadyError as exc:
@@ -561,16 +563,14 @@ def _describe(service: AnalysisService, analysis: Analysis) -> dict[str, Any]:
         views=views,
         studies=studies,
         file_errors=[
-            {"stage": e.get("stage"), "error": _strip_paths(e.get("error", ""), service, analysis)}
+            {
+                "stage": e.get("stage"),
+                "error": service.store.readable(analysis.id, e.get("error", "")),
+            }
             for e in errors
         ],
     )
     return document
-
-
-def _strip_paths(text: str, service: AnalysisService, analysis: Analysis) -> str:
-    """Messages name files by their place in the analysis, not by the server's paths."""
-    return text.replace(str(service.store.folder(analysis.id)) + "/", "")
 
 
 def _reports(service: AnalysisService, analysis: Analysis) -> tuple[list[dict], list[dict]]:

@@ -119,6 +119,10 @@ def check_dicom(path: Path, name: str) -> DicomInfo:
     if not has_preamble and not any(k in ds for k in ("SOPClassUID", "PixelData", "Rows")):
         raise NotDicomError(name, "not a DICOM file (no 'DICM' marker and no DICOM elements)")
 
+    if "PixelData" not in ds:
+        raise UnusableDicomError(
+            name, "no PixelData (7FE0,0010): the file holds no image (truncated or stripped)"
+        )
     modality = str(ds.get("Modality", "") or "").strip()
     if modality not in IMAGE_MODALITIES:
         raise UnusableDicomError(
@@ -129,10 +133,6 @@ def check_dicom(path: Path, name: str) -> DicomInfo:
     for keyword, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)")):
         if not ds.get(keyword):
             raise UnusableDicomError(name, f"{keyword} {tag} is missing or zero")
-    if "PixelData" not in ds:
-        raise UnusableDicomError(
-            name, "no PixelData (7FE0,0010): the file holds no image (truncated or stripped)"
-        )
     _check_native_length(ds, name)
     return DicomInfo(
         sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),

@@ -134,11 +134,14 @@ class AnalysisService:
         analysis_id: str | None = None,
         move: bool = False,
         study_uids: list[str] | None = None,
+        names: list[str] | None = None,
     ) -> Analysis:
         """Store ``files`` as a new analysis and queue it; QueueFull when the queue is full.
 
         With an ``analysis_id`` that exists already, nothing is stored again: the existing
         analysis is returned (a DICOM study re-submitted after a crash is analysed once).
+        ``study_uids`` (else read from the files) and ``names`` (the client's file names, for
+        messages) are optional.
         """
         if not files:
             raise ValueError("no files to analyse")
@@ -157,7 +160,7 @@ class AnalysisService:
             if study_uids is None:
                 study_uids = [uid for f in files if (uid := _study_uid(f))]
             analysis = self.store.create(
-                analysis_id, files, source=source, study_uids=study_uids, move=move
+                analysis_id, files, source=source, study_uids=study_uids, move=move, names=names
             )
         except FileExistsError:  # the same id submitted twice at once: one analysis
             existing = self.store.read(analysis_id)
@@ -282,7 +285,8 @@ class AnalysisService:
             run = run_inference([self.store.input_dir(analysis_id)], tmp, predictor=self._predictor)
         except Exception as exc:
             log.debug("analysis %s traceback", analysis_id, exc_info=exc)
-            self._finish(running, "failed", f"{type(exc).__name__}: {exc}", None)
+            error = self.store.readable(analysis_id, f"{type(exc).__name__}: {exc}")
+            self._finish(running, "failed", error, None)
             return
         finally:
             self._seconds.append(time.perf_counter() - started)
@@ -292,7 +296,7 @@ class AnalysisService:
         error = None
         if run.errors:
             error = "; ".join(e.error for e in run.errors[:5])
-            error = error.replace(str(final.parent) + "/", "").replace(str(tmp) + "/", "")
+            error = self.store.readable(analysis_id, error.replace(str(tmp), str(final)))
         state = "done" if run.views else "failed"
         if state == "failed" and error is None:
             error = "no view could be analysed"

@@ -33,6 +33,7 @@ INPUT_DIR = "input"
 RESULTS_DIR = "results"
 RESULTS_TMP = "results.tmp"
 RUN_FILE = "run.json"  # run_inference's index, written last
+NAMES_FILE = "names.json"  # input file name -> the client's name for it
 
 
 def utc_now() -> str:
@@ -109,9 +110,11 @@ class AnalysisStore:
         source: str,
         study_uids: list[str],
         move: bool = False,
+        names: list[str] | None = None,
     ) -> Analysis:
         """A new ``queued`` analysis holding ``files`` (copied, or moved with ``move``) as
-        ``input/<sha1 of bytes>.dcm``; the same bytes twice are kept once."""
+        ``input/<sha1 of bytes>.dcm``; the same bytes twice are kept once. ``names``: what
+        the client called each file, kept in ``names.json`` for messages."""
         final = self.folder(analysis_id)
         if final.exists():
             raise FileExistsError(f"analysis {analysis_id} exists already at {final}")
@@ -120,12 +123,12 @@ class AnalysisStore:
         inputs = staging / INPUT_DIR
         inputs.mkdir(parents=True)
         try:
-            names = set()
-            for src in files:
+            stored: dict[str, str] = {}
+            for i, src in enumerate(files):
                 name = f"{_sha1(src)}.dcm"
-                if name in names:
+                if name in stored:
                     continue
-                names.add(name)
+                stored[name] = names[i] if names and i < len(names) else name
                 if move:
                     shutil.move(str(src), inputs / name)
                 else:
@@ -135,9 +138,10 @@ class AnalysisStore:
                 state="queued",
                 source=source,
                 created=utc_now(),
-                files=len(names),
+                files=len(stored),
                 study_uids=sorted(set(study_uids)),
             )
+            atomic_write_text(staging / NAMES_FILE, json.dumps(stored, indent=1))
             self._write_status(staging, analysis)
             os.replace(staging, final)
         except BaseException:
@@ -164,6 +168,18 @@ class AnalysisStore:
 
     def write(self, analysis: Analysis) -> None:
         self._write_status(self.folder(analysis.id), analysis)
+
+    def readable(self, analysis_id: str, text: str) -> str:
+        """``text`` with this analysis' input paths replaced by the clients' file names
+        (messages name what the client sent, never the server's folders)."""
+        folder = self.folder(analysis_id)
+        try:
+            names = json.loads((folder / NAMES_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            names = {}
+        for stored, name in names.items():
+            text = text.replace(str(folder / INPUT_DIR / stored), name)
+        return text.replace(str(folder) + "/", "")
 
     def ids(self) -> list[str]:
         """Every analysis id, oldest first (ids sort by creation time)."""
