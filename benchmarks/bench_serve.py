@@ -1,7 +1,8 @@
 """Load test of `ductai serve` on loopback: throughput, latency, 503s and peak memory.
 
     .venv/bin/python benchmarks/bench_serve.py [--model models/default] [--clients 4]
-        [--seconds 60] [--studies 2] [--paths sync,queued] [--set key=value ...]
+        [--seconds 60] [--studies 2] [--paths sync,queued] [--queue-size 8]
+        [--set key=value ...] [--summary FILE.json]
 
 Starts the real server (`ductai serve`, its own process group, a temporary data_dir, DICOM
 node off, a random bearer token) on a free loopback port, simulates ``--studies`` breasts
@@ -39,12 +40,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
-from _common import print_table
+from _common import add_summary_argument, figure, print_table, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 2026
 POLL_S = 0.2
 MAX_BACKOFF_S = 2.0
+UNIT = {"sync": "view", "queued": "breast, 2 views"}  # what one request carries
 
 
 # ---- inputs --------------------------------------------------------------------------------
@@ -293,7 +295,7 @@ def queued_client(http: httpx.Client, items: list[list[Path]], start: int, until
             tally.error(f"queued {analysis}: failed: {status.get('error')}")
 
 
-def run_phase(server: Server, name: str, args, breasts: list[list[Path]], memory) -> list:
+def run_phase(server: Server, name: str, args, breasts: list[list[Path]], memory) -> dict:
     views = [p for breast in breasts for p in breast]
     tally = Tally()
     memory.reset()
@@ -318,19 +320,17 @@ def run_phase(server: Server, name: str, args, breasts: list[list[Path]], memory
     lat = sorted(tally.latencies)
     for text in tally.errors[:5]:
         print(f"  {name}: {text}", file=sys.stderr)
-    per_request = "view" if name == "sync" else "breast (2 views)"
-    return [
-        f"{name} ({per_request})",
-        len(lat),
-        tally.views,
-        tally.views / elapsed,
-        percentile(lat, 50),
-        percentile(lat, 95),
-        tally.busy,
-        len(tally.errors),
-        f"{memory.peak / 2**20:.0f}",
-        f"{elapsed:.1f}",
-    ]
+    return {
+        "requests": len(lat),
+        "views": tally.views,
+        "views_per_s": tally.views / elapsed,
+        "p50_s": percentile(lat, 50),
+        "p95_s": percentile(lat, 95),
+        "busy_503": tally.busy,
+        "errors": len(tally.errors),
+        "peak_rss_mb": memory.peak / 2**20,
+        "wall_s": elapsed,
+    }
 
 
 def _guard(target, http, items, start, until, tally: Tally) -> None:
@@ -366,6 +366,7 @@ def main() -> None:
     parser.add_argument("--start-timeout", type=float, default=300)
     parser.add_argument("--request-timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep the temporary data_dir")
+    add_summary_argument(parser)
     args = parser.parse_args()
     if args.model and not args.model.startswith(("models:/", "runs:/")):
         args.model = (
@@ -385,7 +386,7 @@ def main() -> None:
     server = start_server(args, tmp / "serve-data", tmp / "server.log")
     memory = MemorySampler(server.process.pid)
     memory.start()
-    rows = []
+    results: dict[str, dict] = {}
     try:
         idle_rss = tree_rss_bytes(server.process.pid) / 2**20
         t0 = time.perf_counter()
@@ -404,7 +405,7 @@ def main() -> None:
         print(f"server ready, RSS {idle_rss:.0f} MB; warm-up view {warm_s:.1f} s")
         for name in paths:
             print(f"running {name}: {args.clients} clients, {args.seconds:g} s ...", flush=True)
-            rows.append(run_phase(server, name, args, breasts, memory))
+            results[name] = run_phase(server, name, args, breasts, memory)
     finally:
         memory.stop()
         server.stop()
@@ -428,10 +429,26 @@ def main() -> None:
             "peak RSS MB",
             "wall s",
         ],
-        rows,
+        [
+            [
+                f"{name} ({UNIT[name]})",
+                r["requests"],
+                r["views"],
+                r["views_per_s"],
+                r["p50_s"],
+                r["p95_s"],
+                r["busy_503"],
+                r["errors"],
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['wall_s']:.1f}",
+            ]
+            for name, r in results.items()
+        ],
     )
-    if len(rows) == 2 and rows[0][3] > 0:
-        print(f"\nqueued / sync throughput: {rows[1][3] / rows[0][3]:.2f}x")
+    ratio = ""
+    if {"sync", "queued"} <= results.keys() and results["sync"]["views_per_s"] > 0:
+        ratio = f"{results['queued']['views_per_s'] / results['sync']['views_per_s']:.2f}x sync"
+        print(f"\nqueued / sync throughput: {ratio}")
     print(
         f"peak RSS over the run: {memory.overall / 2**20:.0f} MB (after start: {idle_rss:.0f} MB)"
     )
@@ -440,6 +457,24 @@ def main() -> None:
     if python.is_relative_to(ROOT):
         python = python.relative_to(ROOT)
     print(f"command: {shlex.join([str(python), *sys.argv])}")
+
+    area = f"server ({args.clients} clients, {args.seconds:g} s)"
+    figures = []
+    for name, r in results.items():
+        figures += [
+            figure(
+                area,
+                f"{name}: throughput",
+                r["views_per_s"],
+                "views/s",
+                ratio if name == "queued" else "",
+            ),
+            figure(area, f"{name}: latency p50 ({UNIT[name]})", r["p50_s"], "s"),
+            figure(area, f"{name}: latency p95 ({UNIT[name]})", r["p95_s"], "s"),
+            figure(area, f"{name}: 503 answers", r["busy_503"], ""),
+        ]
+    figures.append(figure(area, "server peak RSS (process tree)", memory.overall / 2**20, "MB"))
+    write_summary(args.summary, figures)
 
 
 if __name__ == "__main__":
