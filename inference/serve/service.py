@@ -71,6 +71,7 @@ class AnalysisService:
         self._threads: list[threading.Thread] = []
         self._busy = 0
         self._reserved = 0  # queue slots held by submissions being stored
+        self._finishing: set[str] = set()  # ended on disk, listeners not yet called
         self._ready = False
         self._stopping = False
         self._seconds: deque[float] = deque(maxlen=20)  # recent run times, for Retry-After
@@ -204,7 +205,8 @@ class AnalysisService:
                 if analysis is None:
                     raise KeyError(f"no analysis {analysis_id!r}")
                 left = deadline - time.monotonic()
-                if analysis.state in ("done", "failed") or left <= 0:
+                ended = analysis.state in ("done", "failed") and analysis_id not in self._finishing
+                if ended or left <= 0:
                     return analysis
                 # Woken on every state change; the timeout also covers another process.
                 self._cond.wait(min(left, 1.0))
@@ -304,7 +306,17 @@ class AnalysisService:
 
     def _finish(self, running: Analysis, state: str, error: str | None, run: Any) -> None:
         finished = running.evolve(state=state, finished=utc_now(), error=error)
-        self._set(finished)
+        with self._cond:
+            self._finishing.add(finished.id)  # wait() returns after the listeners ran
+        try:
+            self._set(finished)
+            self._announce(finished, state, run)
+        finally:
+            with self._cond:
+                self._finishing.discard(finished.id)
+                self._cond.notify_all()
+
+    def _announce(self, finished: Analysis, state: str, run: Any) -> None:
         finished = self.store.read(finished.id) or finished  # with results (run.json)
         log.info(
             "analysis %s %s",
