@@ -80,12 +80,6 @@ def _quiet_signals():
 def _dicom_node(config: ServeConfig, service: AnalysisService) -> Any | None:
     if not config.dicom.enabled:
         return None
-    import importlib.util
-
-    # The DICOM node is its own module; until it exists the HTTP side still serves.
-    if importlib.util.find_spec("ductai.inference.serve.dicom_node") is None:
-        log.warning("dicom.enabled is true but ductai.inference.serve.dicom_node is missing")
-        return None
     from ductai.inference.serve.dicom_node import DicomNode
 
     return DicomNode(config, service)
@@ -106,9 +100,6 @@ def run_server(config: ServeConfig, predictor: Any | None = None) -> None:
         try:
             if node is not None:
                 node.start()
-                log.info(
-                    "DICOM node %s listening on port %d", config.dicom.ae_title, config.dicom.port
-                )
             app = create_app(service, config)
             server = uvicorn.Server(
                 uvicorn.Config(
