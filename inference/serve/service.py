@@ -194,7 +194,7 @@ class AnalysisService:
     def list(self, limit: int = 100) -> list[Analysis]:
         """The newest ``limit`` analyses, newest first."""
         ids = self.store.ids()[::-1][: max(0, limit)]
-        return [a for i in ids if (a := self.store.read(i)) is not None]
+        return [a for i in ids if (a := self.store.read(i, results=False)) is not None]
 
     def wait(self, analysis_id: str, timeout: float) -> Analysis:
         """The analysis once done/failed, or as it is when ``timeout`` s have passed."""

@@ -149,7 +149,9 @@ class AnalysisStore:
             raise
         return analysis
 
-    def read(self, analysis_id: str) -> Analysis | None:
+    def read(self, analysis_id: str, results: bool = True) -> Analysis | None:
+        """The analysis, or None for an unknown (or unsafe) id; ``results=False`` skips
+        parsing run.json (listings)."""
         try:
             folder = self.folder(analysis_id)
         except ValueError:
@@ -158,13 +160,13 @@ class AnalysisStore:
             document = json.loads((folder / STATUS_FILE).read_text())
         except FileNotFoundError:
             return None
-        results = None
-        if document.get("state") == "done":
+        index = None
+        if results and document.get("state") == "done":
             run = folder / RESULTS_DIR / RUN_FILE
             if run.is_file():
-                results = json.loads(run.read_text())
+                index = json.loads(run.read_text())
         known = {k: v for k, v in document.items() if k in Analysis.__dataclass_fields__}
-        return Analysis(**known, results=results)
+        return Analysis(**known, results=index)
 
     def write(self, analysis: Analysis) -> None:
         self._write_status(self.folder(analysis.id), analysis)

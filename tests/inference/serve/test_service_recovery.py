@@ -161,3 +161,22 @@ def test_refuses_non_loopback_without_tokens(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "no tokens" in result.stderr and "host=0.0.0.0" in result.stderr
     assert not (tmp_path / "d" / "analyses").exists()  # refused before anything was made
+
+
+def test_config_tokens_from_environment_and_clear_errors(tmp_path):
+    from ductai.config import ConfigError
+    from ductai.inference.serve.config import load_serve_config
+
+    config = load_serve_config(
+        overrides=["tokens=[a]", "port=9000"], environ={"DUCTAI_SERVE_TOKENS": " b, a ,,c"}
+    )
+    assert config.tokens == ["a", "b", "c"] and config.port == 9000
+    assert config.dicom.enabled and config.dicom.destination is None
+    with pytest.raises(ConfigError, match=r"dicom\.retry\.initial: unknown key"):
+        load_serve_config(overrides=["dicom.retry.initial=1"], environ={})
+    with pytest.raises(ConfigError, match="queue_size"):
+        load_serve_config(overrides=["queue_size=0"], environ={})
+    bad = tmp_path / "serve.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_serve_config(bad, environ={})
