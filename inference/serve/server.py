@@ -1,8 +1,8 @@
 """`run_server(config)`: the service, its HTTP API and its DICOM node in one process.
 
-Order: lock the data folder (one server per folder), load the model and recover unfinished
-work, start the DICOM node, then serve HTTP until SIGTERM/SIGINT (uvicorn's handlers); then
-stop in reverse: HTTP, DICOM node, workers. A worker still busy at the end leaves its
+Order: lock the data folder (one server per folder), serve HTTP and, beside it, load the
+model, recover unfinished work and start the DICOM node; serve until SIGTERM/SIGINT
+(uvicorn's handlers); then stop in reverse: HTTP, DICOM node, workers. A worker still busy at the end leaves its
 analysis ``running`` on disk, and the next start redoes it.
 """
 
@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,12 @@ def _dicom_node(config: ServeConfig, service: AnalysisService) -> Any | None:
 
 
 def run_server(config: ServeConfig, predictor: Any | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. Raises ConfigError/DataDirLocked before serving."""
+    """Serve until SIGTERM/SIGINT. Raises ConfigError/DataDirLocked before serving, and the
+    model's load error (after HTTP stopped) when the model cannot be loaded.
+
+    HTTP listens first and the model loads beside it: /healthz answers at once, /readyz says
+    503 until the model is loaded, recovered work is queued and the DICOM node listens.
+    """
     import uvicorn
 
     from ductai.inference.serve.http_api import create_app
@@ -95,34 +101,51 @@ def run_server(config: ServeConfig, predictor: Any | None = None) -> None:
     data_dir = Path(config.data_dir).resolve()
     with data_dir_lock(data_dir):
         service = AnalysisService(config, predictor=predictor)
-        service.start()
-        node = _dicom_node(config, service)
+        app = create_app(service, config)  # before start(): its metrics hear every analysis
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=config.port,
+                log_config=None,  # logs.setup_json_logging configured everything
+                access_log=False,
+                timeout_graceful_shutdown=10,
+                server_header=False,
+            )
+        )
+        nodes: list[Any] = []
+        failure: list[BaseException] = []
+
+        def boot() -> None:
+            try:
+                service.start()
+                node = _dicom_node(config, service)
+                if node is not None:
+                    node.start()
+                    nodes.append(node)
+                log.info("ready", extra={"event": "ready"})
+            except BaseException as exc:  # reported after HTTP stopped, by the caller
+                log.error("cannot start the service: %s", exc)
+                failure.append(exc)
+                server.should_exit = True
+
+        log.info(
+            "serving on http://%s:%d (viewer: /viewer/, API docs: /docs), data in %s",
+            config.host,
+            config.port,
+            data_dir,
+            extra={"event": "started", "pid": os.getpid()},
+        )
+        booting = threading.Thread(target=boot, name="ductai-boot", daemon=True)
+        booting.start()
         try:
-            if node is not None:
-                node.start()
-            app = create_app(service, config)
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=config.host,
-                    port=config.port,
-                    log_config=None,  # logs.setup_json_logging configured everything
-                    access_log=False,
-                    timeout_graceful_shutdown=10,
-                    server_header=False,
-                )
-            )
-            log.info(
-                "serving on http://%s:%d (viewer: /viewer/, API docs: /docs), data in %s",
-                config.host,
-                config.port,
-                data_dir,
-                extra={"event": "started", "pid": os.getpid()},
-            )
             with _quiet_signals():
                 server.run()
         finally:
-            if node is not None:
+            booting.join()  # a stop during the model load waits for it, then stops cleanly
+            for node in nodes:
                 node.stop()
             service.stop()
             log.info("stopped", extra={"event": "stopped"})
+        if failure:
+            raise failure[0]

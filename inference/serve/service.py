@@ -147,8 +147,8 @@ class AnalysisService:
         if not files:
             raise ValueError("no files to analyse")
         with self._cond:
-            if self._stopping or self._predictor is None:
-                raise NotReadyError("the service is not running")
+            if self._stopping or not self._ready:
+                raise NotReadyError("the service is not ready (model loading) or stopping")
             if analysis_id is not None:
                 existing = self.store.read(analysis_id)
                 if existing is not None:

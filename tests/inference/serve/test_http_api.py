@@ -4,6 +4,7 @@ logs, and 503 + Retry-After from a full queue (in-process server with a blocked 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -208,20 +209,13 @@ class _BlockedPredictor:
         raise RuntimeError("released by the test")
 
 
-@pytest.fixture
-def blocked_server(tmp_path):
+@contextlib.contextmanager
+def _in_process_server(service, config):
+    """uvicorn on loopback in a thread around ``create_app(service, config)``."""
     import uvicorn
 
-    from ductai.inference.serve.config import ServeConfig
     from ductai.inference.serve.http_api import create_app
-    from ductai.inference.serve.service import AnalysisService
 
-    config = ServeConfig(
-        port=_free_port(), data_dir=tmp_path / "data", queue_size=1, tokens=[TOKEN]
-    )
-    predictor = _BlockedPredictor()
-    service = AnalysisService(config, predictor=predictor)
-    service.start()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(service, config), host="127.0.0.1", port=config.port, log_config=None
@@ -229,15 +223,64 @@ def blocked_server(tmp_path):
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{config.port}"
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield url, service, predictor
-    predictor.release.set()
-    server.should_exit = True
-    thread.join(10)
-    service.stop(10)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _config(tmp_path, **kwargs):
+    from ductai.inference.serve.config import ServeConfig
+
+    return ServeConfig(port=_free_port(), data_dir=tmp_path / "data", tokens=[TOKEN], **kwargs)
+
+
+@pytest.fixture
+def blocked_server(tmp_path):
+    from ductai.inference.serve.service import AnalysisService
+
+    config = _config(tmp_path, queue_size=1)
+    predictor = _BlockedPredictor()
+    service = AnalysisService(config, predictor=predictor)
+    service.start()
+    try:
+        with _in_process_server(service, config) as url:
+            yield url, service, predictor
+            predictor.release.set()
+    finally:
+        predictor.release.set()
+        service.stop(10)
+
+
+def test_not_ready_until_started(tmp_path, simulated_study):
+    """HTTP answers while the model loads: alive, not ready, submissions get 503."""
+    from ductai.inference.serve.service import AnalysisService
+
+    config = _config(tmp_path)
+    predictor = _BlockedPredictor()
+    service = AnalysisService(config, predictor=predictor)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": DICOM}
+    body = simulated_study.images[0].read_bytes()
+    with _in_process_server(service, config) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        r = httpx.post(f"{url}/v1/analyses", content=body, headers=headers)
+        assert r.status_code == 503 and "retry-after" in r.headers
+        assert "not ready" in r.json()["detail"]
+        service.start()
+        try:
+            assert httpx.get(f"{url}/readyz").status_code == 200
+            r = httpx.post(f"{url}/v1/analyses", content=body, headers=headers)
+            assert r.status_code == 202
+        finally:
+            predictor.release.set()
+            service.stop(10)
+        assert httpx.get(f"{url}/readyz").status_code == 503  # stopped: not ready again
 
 
 def test_full_queue_answers_503_with_retry_after(blocked_server, simulated_study):

@@ -180,3 +180,27 @@ def test_config_tokens_from_environment_and_clear_errors(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_serve_config(bad, environ={})
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_load_stops_the_server_with_a_clear_error(tmp_path):
+    config = tmp_path / "serve.yaml"
+    missing = tmp_path / "no-such-bundle"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "port": 0,
+                "model": str(missing),
+                "data_dir": str(tmp_path / "d"),
+                "dicom": {"enabled": False},
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "ductai.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"ductai serve: error: model not found: {missing}" in result.stderr
