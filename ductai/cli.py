@@ -298,9 +298,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="run the service: HTTP API, DICOM node and web viewer (docs/serving.md)",
         description="Serve analyses over HTTP (API at /v1, viewer at /viewer/, OpenAPI at "
-        "/docs) and DICOM (C-STORE in, results out). Config: configs/serve.yaml, overridden "
-        "by --config and key=value (e.g. port=9000 dicom.enabled=false); tokens also from "
-        "DUCTAI_SERVE_TOKENS=a,b. Stops cleanly on SIGTERM/SIGINT.",
+        "/docs) and DICOM (C-STORE in, results out). Config: --config FILE (default "
+        "configs/serve.yaml), then key=value overrides (e.g. port=9000 dicom.enabled=false); "
+        "tokens also from DUCTAI_SERVE_TOKENS=a,b. Stops cleanly on SIGTERM/SIGINT.",
     )
     p.add_argument(
         "--config", type=Path, default=None, help="YAML config (default: configs/serve.yaml)"

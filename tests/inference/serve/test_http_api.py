@@ -192,6 +192,10 @@ def test_probes_docs_viewer_and_logs(http_server, simulated_study):
     requests = [r for r in records if r.get("event") == "request"]
     assert requests and all({"method", "route", "status", "ms"} <= set(r) for r in requests)
     assert any(r["route"] == "/readyz" for r in requests)
+    posts = [r for r in requests if r["route"] == "/v1/analyses" and r["status"] == 202]
+    assert posts and all(r["analysis_id"] for r in posts)  # the new id, in the POST's line
+    finished = [r for r in records if r.get("event") == "analysis_finished"]
+    assert finished and all(r["state"] in ("done", "failed") for r in finished)
     text = http_server.log_text()
     for image in simulated_study.images:
         ds = pydicom.dcmread(image, stop_before_pixels=True)
