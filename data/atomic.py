@@ -1,4 +1,5 @@
-"""Atomic file writes: through a temporary sibling, then a rename; never a half-written file."""
+"""Atomic file writes: through a temporary sibling, fsynced, then a rename; never a
+half-written file, after a crash or a power loss."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        _fsync(tmp)  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself survives a power loss
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -24,3 +27,17 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _fsync(path: str | Path) -> None:
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if Path(path).is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return  # a file system that cannot open directories (Windows): best effort
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
