@@ -211,15 +211,16 @@ def create_app(service: AnalysisService, config: ServeConfig) -> FastAPI:
 
     @app.get("/readyz", tags=["service"])
     def readyz() -> JSONResponse:
-        """200 when the model is loaded and workers run, else 503."""
+        """200 when the model is loaded, workers run and the DICOM node listens, else 503."""
+        ready = service.ready and getattr(app.state, "booted", True)
         body = {
-            "ready": service.ready,
+            "ready": ready,
             "queue_length": service.queue_length,
             "queue_size": config.queue_size,
             "workers": config.workers,
             "workers_busy": service.workers_busy,
         }
-        return JSONResponse(body, status_code=200 if service.ready else 503)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get(
         "/metrics",

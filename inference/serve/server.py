@@ -115,6 +115,7 @@ def run_server(config: ServeConfig, predictor: Any | None = None) -> None:
         )
         nodes: list[Any] = []
         failure: list[BaseException] = []
+        app.state.booted = False  # /readyz waits for the DICOM node too, not only the model
 
         def boot() -> None:
             try:
@@ -123,6 +124,7 @@ def run_server(config: ServeConfig, predictor: Any | None = None) -> None:
                 if node is not None:
                     node.start()
                     nodes.append(node)
+                app.state.booted = True
                 log.info("ready", extra={"event": "ready"})
             except BaseException as exc:  # reported after HTTP stopped, by the caller
                 log.error("cannot start the service: %s", exc)
