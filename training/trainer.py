@@ -168,6 +168,8 @@ class Trainer:
     def run(self, resume: str | Path | None) -> TrainResult:
         c, ctx = self.config, self.ctx
         resume_path = find_resume(c, resume)
+        if c.trainer.num_threads:
+            torch.set_num_threads(c.trainer.num_threads)
         seed_everything(c.trainer.seed, ctx.rank)
         set_deterministic(c.trainer.deterministic, ctx.device.type == "cuda")
         self.train_set, self.val_set = build_datasets(c, ctx.world_size)
