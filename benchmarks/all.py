@@ -1,7 +1,7 @@
 """Every benchmark of ductai in one table: simulator, loader, training, inference, server, and
 the default model's accuracy.
 
-    .venv/bin/python benchmarks/all.py                  # about 15 min on 2 cores
+    .venv/bin/python benchmarks/all.py                  # about 8 min on 2 cores
     .venv/bin/python benchmarks/all.py --quick          # shorter runs, noisier figures
     .venv/bin/python benchmarks/all.py --only inference,serve --out benchmarks/RESULTS.md
 
