@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ductai.data.atomic import atomic_write_text
 from ductai.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -133,9 +134,8 @@ def write_bundle(
         entry[task] = file
     _check_spacings(spacings, folder)
     entry["spacing_mm"] = next(iter(spacings.values()))
-    tmp = folder / f".{BUNDLE_FILE}.tmp"
-    tmp.write_text(json.dumps(entry, indent=1) + "\n")
-    os.replace(tmp, folder / BUNDLE_FILE)  # the descriptor last: a bundle is whole or absent
+    # the descriptor last: a bundle is whole or absent
+    atomic_write_text(folder / BUNDLE_FILE, json.dumps(entry, indent=1) + "\n")
     return folder
 
 
@@ -180,9 +180,7 @@ def set_operating_point(
     entry = json.loads(descriptor.read_text())
     entry["operating_threshold"] = round(float(threshold), 4)
     entry["operating_point"] = details or {}
-    tmp = descriptor.with_name(f".{BUNDLE_FILE}.tmp")
-    tmp.write_text(json.dumps(entry, indent=1) + "\n")
-    os.replace(tmp, descriptor)
+    atomic_write_text(descriptor, json.dumps(entry, indent=1) + "\n")
     return descriptor
 
 

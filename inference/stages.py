@@ -33,7 +33,9 @@ def load_predictor(
     device: str | None = None,
     tta: bool = False,
     score_threshold: float | None = None,
+    **options: Any,
 ):
+    """The Predictor of ``model``; ``options`` set more PredictorOptions fields."""
     import torch
 
     from ductai.inference.predictor import Predictor
@@ -42,7 +44,7 @@ def load_predictor(
         # A user error, not a crash: said in one line by the CLI.
         raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
     return Predictor.from_path(
-        model, device=device or "auto", tta=tta, score_threshold=score_threshold
+        model, device=device or "auto", tta=tta, score_threshold=score_threshold, **options
     )
 
 

@@ -8,17 +8,17 @@ the offending key, rather than writing a file that ``load_checkpoint`` would ref
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ductai.data.atomic import atomic_write
 
 FORMAT_KEY = "ductai_checkpoint"
 FORMAT_VERSION = 1
@@ -41,20 +41,13 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint payload must be a dict, got {type(payload).__name__}")
     _check_safe(payload, "payload")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({FORMAT_KEY: FORMAT_VERSION, "payload": payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
+    atomic_write(path, lambda tmp: _save(tmp, payload))
     return path
+
+
+def _save(tmp: str, payload: dict[str, Any]) -> None:
+    with open(tmp, "wb") as f:
+        torch.save({FORMAT_KEY: FORMAT_VERSION, "payload": payload}, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -144,17 +137,3 @@ def _check_safe(obj: Any, where: str) -> None:
         f"{where}: {type(obj).__module__}.{type(obj).__name__} cannot be loaded with "
         f"weights_only=True; store tensors, numbers, strings, lists or dicts{hint}"
     )
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

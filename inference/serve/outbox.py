@@ -27,7 +27,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context
 
-from ductai.inference.serve.spool import write_durable
+from ductai.data.atomic import atomic_write_bytes
 from ductai.inference.writers.atomic import safe_name, safe_uid
 
 __all__ = ["Destination", "Outbox", "RetryPolicy", "SendError", "Sender"]
@@ -107,7 +107,7 @@ class Outbox:
             if target.stem in skip:
                 continue
             if not target.exists():
-                write_durable(target, source.read_bytes())
+                atomic_write_bytes(target, source.read_bytes())
             added.append(target)
         return added
 
@@ -132,11 +132,11 @@ class Outbox:
 
     @staticmethod
     def mark_sent(path: Path) -> None:
-        write_durable(path.with_name(path.name + SENT), b"")
+        atomic_write_bytes(path.with_name(path.name + SENT), b"")
 
     @staticmethod
     def mark_failed(path: Path, error: str) -> None:
-        write_durable(path.with_name(path.name + FAILED), error.encode() + b"\n")
+        atomic_write_bytes(path.with_name(path.name + FAILED), error.encode() + b"\n")
 
 
 def is_sent(path: Path) -> bool:

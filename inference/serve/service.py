@@ -45,17 +45,11 @@ def load_predictor(config: ServeConfig) -> Any:
     from ductai.inference import stages
     from ductai.inference.run import resolve_model
 
-    model = resolve_model(config.model)
-    if config.threads is None and config.backend == "auto":
-        return stages.load_predictor(model, device=config.device)
-    import torch
-
-    from ductai.inference.predictor import Predictor
-
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={config.device}: CUDA is not available here; use device=cpu")
-    return Predictor.from_path(
-        model, device=config.device, num_threads=config.threads, backend=config.backend
+    return stages.load_predictor(
+        resolve_model(config.model),
+        device=config.device,
+        num_threads=config.threads,
+        backend=config.backend,
     )
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ductai.data.atomic import atomic_write, atomic_write_text
+from ductai.data.atomic import atomic_write_bytes, atomic_write_text
 from ductai.inference.writers.atomic import safe_uid
 
-__all__ = ["STATE_FILE", "Spool", "StudySnapshot", "analysis_id_for", "write_durable"]
+__all__ = ["STATE_FILE", "Spool", "StudySnapshot", "analysis_id_for"]
 
 STATE_FILE = "state.json"
 
@@ -43,28 +42,6 @@ def analysis_id_for(study_uid: str, sop_uids: Iterable[str]) -> str:
     """``dicom-`` + 16 hex digits of sha1(study UID and the sorted instance UIDs)."""
     text = "\n".join([study_uid, *sorted(sop_uids)])
     return "dicom-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename is durable only once the folder's entry is on disk too.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durable(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically and fsync file and folder before returning."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, write)
-    _fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -117,7 +94,7 @@ class Spool:
         """
         folder = self.study_dir(study_uid)
         path = folder / f"{safe_uid(sop_uid)}.dcm"
-        write_durable(path, data)
+        atomic_write_bytes(path, data)
         received = time.time() if now is None else now
         with self._lock:
             state = self._read_state(folder)

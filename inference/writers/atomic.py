@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ductai.data.atomic import fsync_path
+
 __all__ = ["atomic_folder", "safe_name", "safe_uid"]
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -70,6 +72,7 @@ def atomic_folder(final: str | Path, replace: bool = True) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
+        fsync_path(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -79,8 +82,4 @@ def _fsync_tree(folder: Path) -> None:
     """Flush file contents before the rename publishes them (a power cut after the rename)."""
     for path in folder.rglob("*"):
         if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(path)
