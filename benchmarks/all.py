@@ -112,19 +112,19 @@ def run_bench(name: str, quick: bool, log) -> list[dict]:
 
 
 def evaluate(n: int, log) -> None:
+    """Re-score the default model; its metrics go to models/default/evaluation/<preset>.json."""
     for preset, seed in (("default", 778), ("hard", 777)):
-        out = DEFAULT_MODEL / "evaluation" / preset
+        out = Path(tempfile.gettempdir()) / f"ductai-eval-{preset}"
         cmd = [
             str(Path(sys.executable).parent / "ductai"), "evaluate", "--model", str(DEFAULT_MODEL),
-            "--simulation", preset, "--n", str(n), "--seed", str(seed),
-            "--out", str(Path(tempfile.gettempdir()) / f"ductai-eval-{preset}"),
+            "--simulation", preset, "--n", str(n), "--seed", str(seed), "--out", str(out),
         ]  # fmt: skip
         log.write(f"\n### accuracy {preset}\n$ {shlex.join(cmd)}\n")
         log.flush()
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=True)
-        metrics = Path(tempfile.gettempdir()) / f"ductai-eval-{preset}" / "metrics.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        (out.parent / f"{preset}.json").write_text(metrics.read_text())
+        target = DEFAULT_MODEL / "evaluation" / f"{preset}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text((out / "metrics.json").read_text())
 
 
 def accuracy_rows() -> list[dict]:

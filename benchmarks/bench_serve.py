@@ -236,7 +236,10 @@ class Tally:
             self.last_done = time.perf_counter()
 
 
-def _backoff(response: httpx.Response, until: float) -> None:
+def _backoff(response: httpx.Response, until: float, tally: Tally) -> None:
+    """A 503: count it, then wait as Retry-After says (at most MAX_BACKOFF_S)."""
+    with tally.lock:
+        tally.busy += 1
     try:
         wait = float(response.headers.get("Retry-After", 1))
     except ValueError:
@@ -255,9 +258,7 @@ def sync_client(http: httpx.Client, items: list[Path], start: int, until: float,
             headers={"Content-Type": "application/dicom"},
         )
         if r.status_code == 503:
-            with tally.lock:
-                tally.busy += 1
-            _backoff(r, until)
+            _backoff(r, until, tally)
             continue
         i += 1
         body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
@@ -275,9 +276,7 @@ def queued_client(http: httpx.Client, items: list[list[Path]], start: int, until
         files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in study]
         r = http.post("/v1/analyses", files=files)
         if r.status_code == 503:
-            with tally.lock:
-                tally.busy += 1
-            _backoff(r, until)
+            _backoff(r, until, tally)
             continue
         i += 1
         if r.status_code != 202:

@@ -480,6 +480,34 @@
     return td;
   }
 
+  // One lesion's row: id badge, label, score, then `afterScore`, the localization columns
+  // shared by the view and breast tables, then `extra`.
+  function lesionRow(l, afterScore, extra) {
+    const tr = document.createElement("tr");
+    tr.className = "lesion-row";
+    tr.dataset.lesionId = String(l.id);
+    tr.dataset.score = String(l.score);
+    const idCell = cell("", "col-id");
+    const badge = document.createElement("span");
+    badge.className = "lesion-id";
+    badge.textContent = String(l.id);
+    idCell.append(badge);
+    tr.append(
+      idCell,
+      cell(l.label, "col-label"),
+      cell(fmt(l.score, 3), "col-score"),
+      ...afterScore,
+      cell(fmt(l.distance_to_nipple_mm), "col-distance"),
+      cell(fmt(l.duct_path_length_mm), "col-path"),
+      cell(fmt(l.branch_generation, 0), "col-generation"),
+      cell(fmt(l.clock), "col-clock"),
+      cell(fmt(l.quadrant), "col-quadrant"),
+      cell(fmt(l.depth), "col-depth"),
+      ...extra,
+    );
+    return tr;
+  }
+
   function fillLesionTable(table, lesions) {
     const body = $("tbody", table);
     body.replaceChildren();
@@ -494,28 +522,8 @@
       return;
     }
     lesions.forEach((l, index) => {
-      const tr = document.createElement("tr");
-      tr.className = "lesion-row";
-      tr.dataset.lesionId = String(l.id);
+      const tr = lesionRow(l, [cell(fmt(l.diameter_mm), "col-diameter")], []);
       tr.dataset.index = String(index);
-      tr.dataset.score = String(l.score);
-      const idCell = cell("", "col-id");
-      const badge = document.createElement("span");
-      badge.className = "lesion-id";
-      badge.textContent = String(l.id);
-      idCell.append(badge);
-      tr.append(
-        idCell,
-        cell(l.label, "col-label"),
-        cell(fmt(l.score, 3), "col-score"),
-        cell(fmt(l.diameter_mm), "col-diameter"),
-        cell(fmt(l.distance_to_nipple_mm), "col-distance"),
-        cell(fmt(l.duct_path_length_mm), "col-path"),
-        cell(fmt(l.branch_generation, 0), "col-generation"),
-        cell(fmt(l.clock), "col-clock"),
-        cell(fmt(l.quadrant), "col-quadrant"),
-        cell(fmt(l.depth), "col-depth"),
-      );
       body.append(tr);
     });
     body.addEventListener("mouseover", (e) => selectFromRow(table, e, false));
@@ -596,28 +604,8 @@
       return;
     }
     for (const l of lesions) {
-      const tr = document.createElement("tr");
-      tr.className = "lesion-row";
-      tr.dataset.lesionId = String(l.id);
-      tr.dataset.score = String(l.score);
       const seen = (l.views || []).map((v) => `${v.view || viewName.get(v.sop_instance_uid) || "?"} #${v.index + 1}`);
-      const idCell = cell("", "col-id");
-      const badge = document.createElement("span");
-      badge.className = "lesion-id";
-      badge.textContent = String(l.id);
-      idCell.append(badge);
-      tr.append(
-        idCell,
-        cell(l.label, "col-label"),
-        cell(fmt(l.score, 3), "col-score"),
-        cell(fmt(l.distance_to_nipple_mm), "col-distance"),
-        cell(fmt(l.duct_path_length_mm), "col-path"),
-        cell(fmt(l.branch_generation, 0), "col-generation"),
-        cell(fmt(l.clock), "col-clock"),
-        cell(fmt(l.quadrant), "col-quadrant"),
-        cell(fmt(l.depth), "col-depth"),
-        cell(seen.join(", "), "col-views"),
-      );
+      const tr = lesionRow(l, [], [cell(seen.join(", "), "col-views")]);
       // Hovering a breast-level lesion shows it in every view it was matched in.
       tr.addEventListener("mouseenter", () => (l.views || []).forEach((v) => selectLesion(v.sop_instance_uid, v.index, false)));
       tr.addEventListener("mouseleave", () => (l.views || []).forEach((v) => selectLesion(v.sop_instance_uid, null, false)));
