@@ -508,19 +508,24 @@
     return tr;
   }
 
-  function fillLesionTable(table, lesions) {
+  // Empties a lesion table; returns its body, or null when there is nothing to list.
+  function resetLesionTable(table, count) {
     const body = $("tbody", table);
     body.replaceChildren();
-    table.dataset.count = String(lesions.length);
-    if (!lesions.length) {
-      const tr = document.createElement("tr");
-      tr.className = "empty";
-      const td = cell("no lesions found");
-      td.colSpan = 10;
-      tr.append(td);
-      body.append(tr);
-      return;
-    }
+    table.dataset.count = String(count);
+    if (count) return body;
+    const tr = document.createElement("tr");
+    tr.className = "empty";
+    const td = cell("no lesions found");
+    td.colSpan = 10;
+    tr.append(td);
+    body.append(tr);
+    return null;
+  }
+
+  function fillLesionTable(table, lesions) {
+    const body = resetLesionTable(table, lesions.length);
+    if (!body) return;
     lesions.forEach((l, index) => {
       const tr = lesionRow(l, [cell(fmt(l.diameter_mm), "col-diameter")], []);
       tr.dataset.index = String(index);
@@ -591,18 +596,8 @@
   function fillStudyTable(table, report) {
     const lesions = report.lesions || [];
     const viewName = new Map((report.views || []).map((v) => [v.sop_instance_uid, v.view]));
-    const body = $("tbody", table);
-    body.replaceChildren();
-    table.dataset.count = String(lesions.length);
-    if (!lesions.length) {
-      const tr = document.createElement("tr");
-      tr.className = "empty";
-      const td = cell("no lesions found");
-      td.colSpan = 10;
-      tr.append(td);
-      body.append(tr);
-      return;
-    }
+    const body = resetLesionTable(table, lesions.length);
+    if (!body) return;
     for (const l of lesions) {
       const seen = (l.views || []).map((v) => `${v.view || viewName.get(v.sop_instance_uid) || "?"} #${v.index + 1}`);
       const tr = lesionRow(l, [], [cell(seen.join(", "), "col-views")]);
