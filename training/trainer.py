@@ -76,7 +76,11 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     present) or None (a new run; refused when output_dir already holds one)."""
     ctx = dist.setup(config.trainer.device)
     try:
-        return Trainer(config, ctx).run(resume)
+        result = Trainer(config, ctx).run(resume)
+        # Rank 0 finishes the MLflow run after the loop; a rank that tore the gloo group down
+        # before it had sometimes aborted ("terminate called without an active exception").
+        dist.barrier(ctx)
+        return result
     finally:
         dist.teardown(ctx)
 
