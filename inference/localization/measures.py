@@ -17,6 +17,7 @@ from ductai.inference.types import LesionLocation
 
 ON_DUCT_MM = 5.0  # a lesion centre farther than this (beyond its own radius) is off the tree
 SMOOTH_MM = 1.0  # pixel staircases overstate a curve's length; smooth the path first
+NIPPLE_DUCT_GAP_MM = 2.0  # an orifice farther than this from the nipple tip: the duct faded
 VIEW_SIDES = {"CC": ("medial", "lateral")}  # (positive, negative) offset; other views below
 LATERAL_SIDES = ("superior", "inferior")
 
@@ -71,6 +72,10 @@ def measure_lesion(
     path = graph.path_to(k)
     if landmarks.orifice is not None:
         path = np.vstack([np.asarray(landmarks.orifice)[None], path])
+        gap = np.hypot(*np.subtract(landmarks.nipple, landmarks.orifice)) * spacing_mm
+        if landmarks.in_profile and gap > NIPPLE_DUCT_GAP_MM:
+            # the column faded inside the nipple: the path starts at its tip
+            path = np.vstack([np.asarray(landmarks.nipple)[None], path])
     # a lesion at the end of the column (an obstruction) lies just beyond the skeleton
     location.duct_path_length_mm = polyline_length(path, spacing_mm) + off
     location.branch_generation = int(graph.generation[k])

@@ -18,6 +18,16 @@ OFF_PROFILE_MM = 2.5
 CANNULA_OPEN_MM = 1.0  # opening radius: removes the cannula and tubing, keeps the nipple
 SKIN_GAP_MM = 1.5  # closing radius: seals gaps in a faint skin line
 AIR_MARGIN = 0.02  # of the image's 1-99 % range above the air level
+# A nipple in profile is a protrusion of the outline narrower than this (radius 4-7 mm,
+# spread up to ~2x by compression); the breast's own curvature is far wider.
+NIPPLE_MAX_HALF_WIDTH_MM = 14.0
+NIPPLE_MIN_AREA_MM2 = 12.0
+# The duct often fades inside the nipple (thin, overlapped by its skin): a predicted duct that
+# stops within this distance of the protrusion still enters the nipple in profile.
+NIPPLE_BASE_REACH_MM = 10.0
+# An orifice on the skin line this far from the outline's apex marks the nipple of a flat
+# breast front better than the apex, which can be anywhere along the front.
+FLAT_APEX_MM = 6.0
 
 
 @dataclass
@@ -73,6 +83,42 @@ def apex(
     reach = x * direction[0] + y * direction[1]
     tip = reach >= reach.max() - 1.0 / spacing_mm
     return (float(np.median(x[tip]) + 0.5 * direction[0]), float(np.median(y[tip])))
+
+
+def nipple_protrusion(
+    mask: np.ndarray, tip: tuple[float, float], spacing_mm: float
+) -> np.ndarray | None:
+    """The narrow protrusion of the outline at ``tip`` (the nipple seen in profile), or None.
+
+    The mask minus its opening by a disk wider than any nipple: what a disk that fits the
+    breast cannot reach. Computed with two distance transforms (an opening by a large disk
+    is slow as a structuring element) in a window around the tip.
+    """
+    radius = NIPPLE_MAX_HALF_WIDTH_MM / spacing_mm
+    half = int(4 * radius)
+    r0, c0 = max(0, int(tip[1]) - half), max(0, int(tip[0]) - half)
+    window = mask[r0 : int(tip[1]) + half, c0 : int(tip[0]) + half]
+    if not window.any():
+        return None
+    core = ndi.distance_transform_edt(window) > radius
+    if not core.any():
+        return None
+    reached = ndi.distance_transform_edt(~core) <= radius
+    labels, n = ndi.label(window & ~reached)
+    if n == 0:
+        return None
+    r, c = int(tip[1]) - r0, int(tip[0]) - c0
+    r, c = min(max(r, 0), window.shape[0] - 1), min(max(c, 0), window.shape[1] - 1)
+    # the tip is on the outline: take the protrusion component nearest to it
+    dist, (rr, cc) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+    if dist[r, c] * spacing_mm > 1.0:
+        return None
+    part = labels == labels[rr[r, c], cc[r, c]]
+    if part.sum() * spacing_mm**2 < NIPPLE_MIN_AREA_MM2:
+        return None
+    out = np.zeros(mask.shape, bool)
+    out[r0 : r0 + window.shape[0], c0 : c0 + window.shape[1]] = part
+    return out
 
 
 def find_orifice(
@@ -135,7 +181,9 @@ def find_landmarks(
     than that there (measured on the simulator: slope error 0.07 vs a droop of +-0.1).
 
     In profile the nipple is the outline's apex; when the orifice lies well inside the
-    outline the nipple is projected over the breast and the orifice marks it instead.
+    outline the nipple is projected over the breast and the orifice marks it instead, unless
+    the apex is a nipple-sized protrusion that the duct reaches: then the contrast column only
+    faded inside the nipple, which is in profile.
     The chest wall is taken at column 0 (the image edge at the chest wall; detecting the
     pectoral edge on MLO is left for later).
     """
@@ -151,9 +199,24 @@ def find_landmarks(
         inside = ndi.distance_transform_edt(mask)
         r, c = int(orifice[1]), int(orifice[0])
         if inside[r, c] * spacing_mm > OFF_PROFILE_MM:
-            nipple, in_profile = orifice, False
+            if not _enters_nipple(mask, top, orifice, spacing_mm):
+                nipple, in_profile = orifice, False
+        elif np.hypot(top[0] - orifice[0], top[1] - orifice[1]) * spacing_mm > FLAT_APEX_MM:
+            nipple = orifice  # a flat front: the duct meets the skin away from the apex
     axis = nipple_axis(mask, nipple, spacing_mm) if fit_axis else (1.0, 0.0)
     chest_wall_x = 0.0
     # the posterior nipple line runs along the axis to the chest wall line
     depth = (nipple[0] - chest_wall_x) / axis[0] * spacing_mm
     return Landmarks(mask, nipple, orifice, axis, chest_wall_x, in_profile, depth)
+
+
+def _enters_nipple(
+    mask: np.ndarray, top: tuple[float, float], orifice: tuple[float, float], spacing_mm: float
+) -> bool:
+    """Whether the duct's end lies at (or in) a nipple protruding at the apex."""
+    nipple = nipple_protrusion(mask, top, spacing_mm)
+    if nipple is None:
+        return False
+    rows, cols = np.nonzero(nipple)
+    gap = np.min(np.hypot(cols + 0.5 - orifice[0], rows + 0.5 - orifice[1])) * spacing_mm
+    return bool(gap <= NIPPLE_BASE_REACH_MM)
