@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ductai.data.intensity import IntensityParams, normalize_intensity
+from ductai.data.intensity import IntensityParams, normalize_intensity, outline_intensity
 from ductai.data.labels import UNKNOWN
 
 
@@ -61,6 +61,15 @@ class Galactogram:
     @cached_property
     def pixels(self) -> np.ndarray:
         return normalize_intensity(self.stored, self.intensity)
+
+    @cached_property
+    def outline_pixels(self) -> np.ndarray:
+        """The modality values scaled linearly to [0, 1], contrast bright, with no window.
+
+        For finding the skin line: a narrow VOI window (or the percentile window) can clip
+        fat and the nipple to the air level, while the stored values still tell them apart.
+        """
+        return outline_intensity(self.stored, self.intensity)
 
     def metadata(self) -> dict[str, Any]:
         """JSON-able description, without pixels."""

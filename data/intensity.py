@@ -195,3 +195,25 @@ def normalize_intensity(
         low, high = _breast_percentile_window(display)
         scaled = (display - low) / (high - low) if high > low else np.zeros(display.shape)
     return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+
+
+def outline_intensity(
+    stored: np.ndarray,
+    params: IntensityParams | Dataset | Mapping[str, Any],
+    photometric: str | None = None,
+) -> np.ndarray:
+    """Modality values scaled linearly from their minimum to their maximum, contrast bright.
+
+    No window: the skin line and the nipple keep whatever they differ from air by, which a
+    narrow presentation window (or the breast percentile window) clips away.
+    """
+    p = _as_params(params, photometric)
+    values = apply_modality_lut(np.asarray(stored), p.to_dataset()).astype(np.float32)
+    if p.photometric == "MONOCHROME1":
+        values = -values
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, np.float32)
+    values -= low
+    values *= 1.0 / (high - low)
+    return values

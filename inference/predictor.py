@@ -181,8 +181,10 @@ class Predictor:
                 image = read_galactogram(image, pixel_spacing=pixel_spacing)
         with _timer(timings, "canonical"):
             canonical, geometry = to_canonical(image, self.spacing_mm)
+            outline = geometry.image_to_canonical(image.outline_pixels, interpolation="area")
             if not self.options.keep_full_pixels:
-                image.__dict__.pop("pixels", None)  # cached_property: recomputed on demand
+                for name in ("pixels", "outline_pixels"):  # cached_property: recomputed on demand
+                    image.__dict__.pop(name, None)
         with _timer(timings, "crop"):
             crop = (
                 breast_crop(canonical, margin=self.options.crop_margin_px)
@@ -201,6 +203,7 @@ class Predictor:
             detections=findings,
             mimics=mimics,
             timings=timings,
+            outline=outline.astype(np.float32, copy=False),
             model={
                 **self.bundle.identity(),
                 "backend": self.backend,

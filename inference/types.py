@@ -40,6 +40,9 @@ class ViewPrediction:
     mimics: list[Detection]  # suppressed mimic detections, kept for overlays/debugging
     timings: dict[str, float]  # seconds per stage
     model: dict  # name, version, sha256 {file: hex}, missing: tasks without a net
+    # float32 [H, W] canonical image without the presentation window, for the skin line;
+    # None: use ``canonical``
+    outline: np.ndarray | None = None
 
 
 @dataclass

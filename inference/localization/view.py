@@ -60,7 +60,7 @@ def localize_arrays(
 
 def localize_view(pred: ViewPrediction, duct_threshold: float = DUCT_THRESHOLD) -> ViewParts:
     return localize_arrays(
-        pred.canonical,
+        pred.canonical if pred.outline is None else pred.outline,
         pred.duct_prob,
         pred.detections,
         pred.geometry.spacing_mm,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ductai.data.intensity import IntensityParams, normalize_intensity
+from ductai.data.intensity import IntensityParams, normalize_intensity, outline_intensity
 
 
 def test_linear_window_with_plain_parameters():
@@ -70,3 +70,17 @@ def test_large_windowed_images_use_a_table_with_the_same_result():
         rows = [normalize_intensity(image[i : i + 100], params) for i in range(0, 600, 100)]
         assert whole.dtype == np.float32
         np.testing.assert_array_equal(whole, np.concatenate(rows))
+
+
+def test_outline_keeps_what_a_narrow_window_clips_to_air():
+    # MONOCHROME1 as the simulator's hard preset writes it: air saturated at 7605, fat just
+    # below, dense tissue and contrast lower; the window clips fat to the air level
+    stored = np.array([[7605, 7470, 6200, 4000, 1900]], dtype=np.uint16)
+    params = IntensityParams(
+        photometric="MONOCHROME1", window_center=4018, window_width=4254, bits_stored=13
+    )
+    shown = normalize_intensity(stored, params)
+    assert shown[0, 0] == shown[0, 1] == shown[0, 2] == 0.0  # fat looks like air
+    outline = outline_intensity(stored, params)
+    np.testing.assert_allclose(outline[0, [0, -1]], [0.0, 1.0])
+    assert np.all(np.diff(outline[0]) > 0)  # every tissue stays above air, in order
