@@ -70,14 +70,22 @@ def measure_lesion(
     if off > ON_DUCT_MM + half_diagonal:
         return location  # not on the cannulated tree: no path along it
     path = graph.path_to(k)
+    lead = np.empty((0, 2))  # straight part before the skeleton, outside the smoothing
     if landmarks.orifice is not None:
-        path = np.vstack([np.asarray(landmarks.orifice)[None], path])
+        lead = np.asarray(landmarks.orifice, float)[None]
         gap = np.hypot(*np.subtract(landmarks.nipple, landmarks.orifice)) * spacing_mm
         if landmarks.in_profile and gap > NIPPLE_DUCT_GAP_MM:
             # the column faded inside the nipple: the path starts at its tip
-            path = np.vstack([np.asarray(landmarks.nipple)[None], path])
+            lead = np.vstack([np.asarray(landmarks.nipple, float)[None], lead])
+        lead = np.vstack([lead, path[:1]])
     # a lesion at the end of the column (an obstruction) lies just beyond the skeleton
-    location.duct_path_length_mm = polyline_length(path, spacing_mm) + off
+    location.duct_path_length_mm = (
+        float(np.hypot(*np.diff(lead, axis=0).T).sum() * spacing_mm)
+        + polyline_length(path, spacing_mm)
+        + off
+    )
     location.branch_generation = int(graph.generation[k])
-    location.duct_path = [(float(x), float(y)) for x, y in np.vstack([path, centre[None]])]
+    location.duct_path = [
+        (float(x), float(y)) for x, y in np.vstack([lead[:-1], path, centre[None]])
+    ]
     return location

@@ -107,13 +107,13 @@ def nipple_protrusion(
     labels, n = ndi.label(window & ~reached)
     if n == 0:
         return None
-    r, c = int(tip[1]) - r0, int(tip[0]) - c0
-    r, c = min(max(r, 0), window.shape[0] - 1), min(max(c, 0), window.shape[1] - 1)
-    # the tip is on the outline: take the protrusion component nearest to it
-    dist, (rr, cc) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-    if dist[r, c] * spacing_mm > 1.0:
+    # the tip is on the outline: the protrusion is the component that holds it
+    rows, cols = np.nonzero(labels)
+    gaps = np.hypot(cols + c0 + 0.5 - tip[0], rows + r0 + 0.5 - tip[1])
+    k = int(np.argmin(gaps))
+    if gaps[k] * spacing_mm > 1.0:
         return None
-    part = labels == labels[rr[r, c], cc[r, c]]
+    part = labels == labels[rows[k], cols[k]]
     if part.sum() * spacing_mm**2 < NIPPLE_MIN_AREA_MM2:
         return None
     out = np.zeros(mask.shape, bool)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from ductai.inference.localization.nipple import find_landmarks, nipple_protrusion
+from ductai.inference.localization.view import localize_arrays
+from ductai.inference.types import Detection
 
 SPACING = 0.3
 H, W = 600, 500
@@ -44,6 +46,16 @@ def test_protruding_nipple_whose_duct_fades_inside_is_in_profile():
     assert marks.in_profile
     assert _mm(marks.nipple, (440, H / 2)) < 1.0
     assert nipple_protrusion(marks.breast, marks.nipple, SPACING) is not None
+
+
+def test_duct_path_of_a_nipple_in_profile_starts_at_its_tip():
+    image = _breast(380)
+    image[H // 2 - 20 : H // 2 + 20, 370:440] = 0.5
+    duct = _duct(360, H / 2).astype(np.float32)
+    lesion = Detection(np.array([190.0, H / 2 - 10, 210.0, H / 2 + 10]), 0.9, "papilloma")
+    (located,) = localize_arrays(image, duct, [lesion], SPACING, "CC").localization.lesions
+    # from the tip (x 440) to the lesion (x 200), not from where the column faded (x 360)
+    assert located.duct_path_length_mm == pytest.approx((440 - 200) * SPACING, abs=3.0)
 
 
 def test_nipple_projected_over_the_breast_is_taken_at_the_orifice():
