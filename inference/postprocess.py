@@ -3,7 +3,8 @@
 Boxes here are ductai ``[x0, y0, x1, y1]`` (x = column) in one image grid; MONAI's box
 utilities are axis-order agnostic for IoU and NMS, so they take these boxes as they are.
 
-Fusion rule (``fuse_scores``): a finding's final score is
+Fusion rule (``fuse_scores``, used when ``PredictorOptions.lesion_source`` is "detector";
+the default takes findings from the lesion channel, inference/candidates.py): a finding's score is
 ``(1 - w) * detector score + w * max(lesion heatmap inside its box)``, with ``w`` =
 ``fusion_weight`` (0.5 by default). Both are calibrated-ish probabilities in [0, 1], so the
 result is too; a box the segmentation net also sees as lesion keeps its score, a box on a
@@ -80,7 +81,7 @@ def merge_tta(passes: list[RawDetections], iou: float = 0.5) -> RawDetections:
     for p in passes:
         if len(p) == 0:
             continue
-        overlap = _iou(kept.boxes, p.boxes)
+        overlap = box_iou_np(kept.boxes, p.boxes)
         overlap[kept.labels[:, None] != p.labels[None, :]] = 0.0
         best = np.where(overlap >= iou, p.scores[None, :], 0.0).max(axis=1)
         scores += best
@@ -149,7 +150,7 @@ def label_name(index: int) -> str:
     return CLASSES[int(index)]
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(box_iou(torch.as_tensor(a), torch.as_tensor(b)), dtype=np.float64)
 
 

@@ -8,8 +8,8 @@ Per view: read -> canonical (the bundle's spacing) -> crop to the breast -> segm
 (MONAI SlidingWindowInferer, Gaussian blending, batched tiles, the training roi) and detection
 (the LesionDetector on the whole crop, its own sliding window for big images) -> optional
 vertical-flip TTA (horizontal flips would break the canonical orientation) -> post-processing
-(inference/postprocess.py: TTA merge, NMS across classes, mimics set apart, score fusion,
-heatmap) -> everything shifted back from the crop into the full canonical grid.
+(inference/postprocess.py: TTA merge, NMS across classes, mimics set apart; findings from
+the lesion channel's components labelled by the detector, inference/candidates.py; heatmap) -> everything shifted back from the crop into the full canonical grid.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ductai.data.canonical import to_canonical
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.galactogram import Galactogram
 from ductai.inference.bundle import DEFAULT_REPORT_THRESHOLD, ModelBundle, load_bundle
+from ductai.inference.candidates import segmentation_candidates
 from ductai.inference.crop import Crop, breast_crop
 from ductai.inference.postprocess import (
     RawDetections,
@@ -70,7 +71,13 @@ class PredictorOptions:
     detector_score_threshold: float | None = None
     nms_iou: float = 0.3  # across classes
     tta_iou: float = 0.5
-    fusion_weight: float = 0.5  # postprocess.fuse_scores
+    # Where findings come from with both nets: "segmentation" (inference/candidates.py: lesion
+    # channel components, labelled by the detector) or "detector" (its boxes, scores fused).
+    lesion_source: str = "segmentation"
+    component_threshold: float = 0.1  # candidates.segmentation_candidates
+    min_component_px: int = 4
+    detector_weight: float = 0.5  # detector findings no component explains
+    fusion_weight: float = 0.5  # postprocess.fuse_scores (lesion_source "detector")
     # Final (fused) score of a reported finding; None = the bundle's calibrated operating
     # threshold (bundle.json), else bundle.DEFAULT_REPORT_THRESHOLD. Scoring (FROC) passes a low one.
     score_threshold: float | None = None
@@ -99,6 +106,10 @@ class Predictor:
         self.segmenter: torch.nn.Module | None = None
         self.seg_forward = None  # the callable the inferer runs (eager module or ORT)
         self.backend = "none"
+        if options.lesion_source not in ("segmentation", "detector"):
+            raise ValueError(
+                f"lesion_source {options.lesion_source!r}: expected 'segmentation' or 'detector'"
+            )
         self.inferer: SlidingWindowInferer | None = None
         self.detector: torch.nn.Module | None = None
         if "segmentation" in bundle.checkpoints:
@@ -246,7 +257,18 @@ class Predictor:
         raw = nms_across_classes(raw, o.nms_iou)
         found, mimic = split_mimics(raw)
         lesion_crop = probs[1] if probs is not None else None
-        found.scores = fuse_scores(found.scores, found.boxes, lesion_crop, o.fusion_weight)
+        # Components need the detector to name their class: a segmentation-only bundle
+        # reports no findings, as before.
+        if (
+            lesion_crop is not None
+            and self.detector is not None
+            and o.lesion_source == "segmentation"
+        ):
+            found = segmentation_candidates(
+                found, lesion_crop, o.component_threshold, o.min_component_px, o.detector_weight
+            )
+        else:
+            found.scores = fuse_scores(found.scores, found.boxes, lesion_crop, o.fusion_weight)
         found = found.select(np.argsort(-found.scores, kind="stable"))
         found = found.select(found.scores >= self.report_threshold)
         mimic = mimic.select(mimic.scores >= o.mimic_threshold)

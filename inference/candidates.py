@@ -1,0 +1,83 @@
+"""Lesion candidates from the segmentation net's lesion channel, labelled by the detector.
+
+Why the lesion channel leads: on the selection sets (hard seed 900, default seed 901) the
+connected components of the lesion channel found more lesions at every false-positive rate
+than the detector's boxes, with or without score fusion: FROC CPM 0.46 / 0.61 against
+0.30 / 0.47 for the fused boxes (model 0.3.0). The detector still names the class, marks the
+mimics and adds what the channel missed.
+
+Rule (``segmentation_candidates``):
+* one candidate per 8-connected component of ``lesion >= threshold`` with at least
+  ``min_area_px`` pixels; its box is the component's extent, its score the component's
+  highest probability;
+* its class is that of the highest-scoring detector finding that hits it (the scorer's hit
+  rule: IoU >= 0.1 or the finding's centre inside the box); with none, ``FALLBACK_LABEL``,
+  the commonest cause of a filling defect;
+* detector findings that hit no component are kept at ``detector_weight`` times their score,
+  so they rank below what both nets see.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ductai.data.labels import CLASSES
+from ductai.inference.postprocess import RawDetections, box_iou_np
+
+__all__ = ["FALLBACK_LABEL", "hits", "lesion_components", "segmentation_candidates"]
+
+FALLBACK_LABEL = "papilloma"
+HIT_IOU = 0.1
+
+
+def lesion_components(
+    lesion: np.ndarray, threshold: float, min_area_px: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes [N, 4] x0 y0 x1 y1, max probability [N]) of the components above ``threshold``."""
+    labels, n = ndimage.label(lesion >= threshold, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros((0, 4)), np.zeros(0)
+    index = np.arange(1, n + 1)
+    area = ndimage.sum_labels(np.ones(lesion.shape, np.int32), labels, index)
+    peak = ndimage.maximum(lesion, labels, index)
+    boxes = np.array(
+        [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(labels)],
+        dtype=np.float64,
+    )
+    keep = area >= min_area_px
+    return boxes[keep], np.asarray(peak, dtype=np.float64)[keep]
+
+
+def hits(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Bool [N, M]: ``others[j]`` hits ``boxes[i]`` (IoU >= 0.1 or its centre inside)."""
+    if len(boxes) == 0 or len(others) == 0:
+        return np.zeros((len(boxes), len(others)), bool)
+    cx = (others[:, 0] + others[:, 2]) / 2
+    cy = (others[:, 1] + others[:, 3]) / 2
+    b = boxes[:, None, :]
+    inside = (cx >= b[..., 0]) & (cx < b[..., 2]) & (cy >= b[..., 1]) & (cy < b[..., 3])
+    return inside | (box_iou_np(boxes, others) >= HIT_IOU)
+
+
+def segmentation_candidates(
+    findings: RawDetections,
+    lesion: np.ndarray,
+    threshold: float = 0.1,
+    min_area_px: int = 4,
+    detector_weight: float = 0.5,
+) -> RawDetections:
+    """Findings of one image (module docstring); ``findings`` are the detector's, same grid."""
+    boxes, scores = lesion_components(lesion, threshold, min_area_px)
+    hit = hits(boxes, findings.boxes)
+    labels = np.full(len(boxes), CLASSES.index(FALLBACK_LABEL), dtype=np.int64)
+    for i, row in enumerate(hit):
+        if row.any():
+            best = np.flatnonzero(row)[np.argmax(findings.scores[row])]
+            labels[i] = findings.labels[best]
+    unmatched = findings.select(~hit.any(axis=0))
+    return RawDetections(
+        np.concatenate([boxes, unmatched.boxes]).reshape(-1, 4),
+        np.concatenate([scores, detector_weight * unmatched.scores]),
+        np.concatenate([labels, unmatched.labels]).astype(np.int64),
+    )
