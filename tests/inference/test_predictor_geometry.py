@@ -28,8 +28,12 @@ from ductai.inference.predictor import Predictor
 
 @pytest.fixture(scope="module")
 def oracle_predictor(tiny_bundle):
-    # nms_iou=1: truth objects may touch (bubbles in a row); keep them all.
-    return Predictor.from_path(tiny_bundle, backend="eager", nms_iou=1.0, score_threshold=0.0)
+    # nms_iou=1: truth objects may touch (bubbles in a row); keep them all. The detector's boxes
+    # are the findings here: the component rule (tests/inference/test_candidates.py) would
+    # replace them by pixel extents.
+    return Predictor.from_path(
+        tiny_bundle, backend="eager", nms_iou=1.0, score_threshold=0.0, lesion_source="detector"
+    )
 
 
 def test_truth_boxes_round_trip_to_the_dicom_grid(oracle_predictor, simulated_study):
