@@ -1,6 +1,7 @@
-"""render_view: orientation, masks, cross-view consistency, determinism, speed at 0.3 mm."""
+"""render_view: orientation, masks, cross-view consistency and determinism at 0.3 mm.
 
-import time
+Its speed is measured by benchmarks/bench_simulator.py, not here.
+"""
 
 import numpy as np
 import pytest
@@ -80,15 +81,6 @@ def test_native_spacing_within_detector_range():
     detector = r.imager_pixel_spacing_mm[0]
     assert 0.07 <= detector <= 0.1
     assert r.pixel_spacing_mm[0] == pytest.approx(detector / r.magnification)
-
-
-def test_coarse_render_is_fast():
-    scene = small_scene("R")
-    _render(scene, "MLO")
-    start = time.perf_counter()
-    for seed in range(3):
-        _render(scene, "MLO", seed=seed)
-    assert (time.perf_counter() - start) / 3 < 0.5  # generous: the target is < 0.2 s
 
 
 @pytest.mark.parametrize("preset", ["default", "hard"])

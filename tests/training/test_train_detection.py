@@ -73,7 +73,7 @@ def test_detection_learns_a_handful_of_images(tmp_path, tiny, no_augment):
         "data.simulation.train_length=2",
         "data.simulation.val_length=2",
         "data.simulation.val_seed=0",
-        "trainer.epochs=3",
+        "trainer.epochs=5",
         "trainer.steps_per_epoch=30",
         "trainer.val_every=1",
         "trainer.early_stopping.patience=null",
