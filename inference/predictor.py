@@ -77,6 +77,7 @@ class PredictorOptions:
     component_threshold: float = 0.1  # candidates.segmentation_candidates
     min_component_px: int = 4
     detector_weight: float = 0.5  # detector findings no component explains
+    mimic_penalty: float = 2.0  # logit penalty per unit of a hitting mimic box's score
     fusion_weight: float = 0.5  # postprocess.fuse_scores (lesion_source "detector")
     # Final (fused) score of a reported finding; None = the bundle's calibrated operating
     # threshold (bundle.json), else bundle.DEFAULT_REPORT_THRESHOLD. Scoring (FROC) passes a low one.
@@ -265,7 +266,13 @@ class Predictor:
             and o.lesion_source == "segmentation"
         ):
             found = segmentation_candidates(
-                found, lesion_crop, o.component_threshold, o.min_component_px, o.detector_weight
+                found,
+                lesion_crop,
+                o.component_threshold,
+                o.min_component_px,
+                o.detector_weight,
+                mimics=mimic,
+                mimic_penalty=o.mimic_penalty,
             )
         else:
             found.scores = fuse_scores(found.scores, found.boxes, lesion_crop, o.fusion_weight)

@@ -1,6 +1,7 @@
 """Findings from the lesion channel's components, labelled by the detector (inference/candidates.py)."""
 
 import numpy as np
+import pytest
 
 from ductai.data.labels import CLASSES
 from ductai.inference.candidates import FALLBACK_LABEL, hits, segmentation_candidates
@@ -59,3 +60,22 @@ def test_hit_rule_is_the_scorers():
         ]
     )
     assert hits(box, others).tolist() == [[True, False, True]]
+
+
+def test_a_mimic_box_lowers_the_candidate_it_hits_in_logit():
+    detector = _detector([], [], [])
+    mimics = _detector(
+        [[61, 61, 63, 65], [0, 0, 5, 5]], [0.9, 0.99], ["air_bubble", "calcification"]
+    )
+    plain = segmentation_candidates(detector, _lesion_map())
+    found = segmentation_candidates(detector, _lesion_map(), mimics=mimics, mimic_penalty=2.0)
+    by_box = {tuple(b): s for b, s in zip(found.boxes, found.scores)}
+    assert by_box[(30.0, 10.0, 40.0, 20.0)] == plain.scores[0]  # no mimic on it
+    # B (0.6) under an air bubble of score 0.9: logit 0.405 - 1.8 -> 0.199
+    assert by_box[(60.0, 60.0, 64.0, 66.0)] == pytest.approx(
+        1 / (1 + np.exp(-(np.log(0.6 / 0.4) - 1.8))), rel=1e-6
+    )
+    assert by_box[(60.0, 60.0, 64.0, 66.0)] < by_box[(30.0, 10.0, 40.0, 20.0)]
+    # no penalty, no change
+    same = segmentation_candidates(detector, _lesion_map(), mimics=mimics, mimic_penalty=0.0)
+    assert np.array_equal(same.scores, plain.scores)
