@@ -16,8 +16,8 @@ under the scorer's hit rule. Prints, per set:
   of 2 is the rule since 0.4.1).
 
 A high ceiling with a low CPM says the ranking, not the proposal, loses the lesions. The
-defaults are the selection sets, never the test seeds (777, 778). The FROC here counts a
-candidate hitting no truth lesion as a false positive, as ``ductai evaluate`` does.
+orderings are scored by ``ductai evaluate``'s ``DetectionMetrics``. The defaults are the
+selection sets, never the test seeds (777, 778).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from scipy.special import logit
 
-from ductai.data.labels import FINDINGS
+from ductai.data.labels import CLASSES, FINDINGS
 from ductai.inference import candidates
 from ductai.inference import predictor as predictor_module
 from ductai.inference.postprocess import nms_across_classes, split_mimics
@@ -38,19 +39,22 @@ from ductai.inference.predictor import Predictor
 from ductai.inference.run import run_inference
 from ductai.training.evaluate_inference import SCORING_THRESHOLD, _simulated_entries
 from ductai.training.inference_scoring import image_key, truth_from_datalist_entry
-from ductai.training.metrics.detection import hit_matrix
+from ductai.training.metrics.detection import DetectionMetrics, hit_matrix
 
-FP_RATES = (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8)
 ID_BASE, ID_STEP = 0.1, 1e-4  # candidate k of a view is reported with score 0.1 + k * 1e-4
 
 
 def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return float(np.log(p / (1 - p)))
+    return float(logit(min(max(p, 1e-6), 1 - 1e-6)))
 
 
 def _shipped(c: dict) -> float:
     return c["peak"] if c["component"] else 0.5 * c["detector"]
+
+
+def _mimic_penalty(weight: float) -> Callable[[dict], float]:
+    # candidates.penalize_mimics on one recorded candidate
+    return lambda c: _logit(_shipped(c)) - weight * c["mimic"]
 
 
 RULES: dict[str, Callable[[dict], float]] = {
@@ -59,7 +63,10 @@ RULES: dict[str, Callable[[dict], float]] = {
         _logit(_shipped(c)) + 0.5 * np.log(max(c["area"], 1.0)) * c["component"]
     ),
     "+ logit(mean probability)": lambda c: _logit(_shipped(c)) + _logit(c["mean"]) * c["component"],
-    "- 2 x mimic score (since 0.4.1)": lambda c: _logit(_shipped(c)) - 2.0 * c["mimic"],
+    **{
+        f"- {w:g} x mimic score{' (since 0.4.1)' if w == 2 else ''}": _mimic_penalty(w)
+        for w in (1.0, 2.0, 3.0, 4.0, 6.0)
+    },
 }
 
 
@@ -105,7 +112,8 @@ class RecordingRule:
 
 
 def record_candidates(model: str, preset: str, n: int, seed: int, out: Path) -> list[dict]:
-    """Per view: truth labels and the candidates with their features and truth hits."""
+    """Per view: the truth, its lesion indices, the candidates (features, DICOM-grid box,
+    label) and the candidate x lesion hit matrix."""
     predictor = Predictor.from_path(model, score_threshold=SCORING_THRESHOLD)
     rule = RecordingRule(predictor)
     predict, postprocess = predictor.predict, predictor.postprocess
@@ -134,53 +142,43 @@ def record_candidates(model: str, preset: str, n: int, seed: int, out: Path) -> 
         reported = [les for les in reported if les["label"] in FINDINGS]
         boxes = np.asarray([les["bbox_px"] for les in reported], float).reshape(-1, 4)
         hits, _ = hit_matrix(boxes, truth.boxes[lesion_idx].reshape(-1, 4))
-        mimic_idx = [i for i, label in enumerate(truth.labels) if label not in FINDINGS]
-        on_mimic, _ = hit_matrix(boxes, truth.boxes[mimic_idx].reshape(-1, 4))
         features = rule.features.get(truth.key, [])
         found = []
         for k, les in enumerate(reported):
-            index = round((les["score"] - ID_BASE) / ID_STEP)
-            record = dict(features[index])
-            record["hits"] = np.flatnonzero(hits[k]).tolist()
-            record["on_mimic"] = bool(on_mimic[k].any())
+            record = dict(features[round((les["score"] - ID_BASE) / ID_STEP)])
+            record.update(box=boxes[k], label=CLASSES.index(les["label"]))
             found.append(record)
-        views.append({"truth": [truth.labels[i] for i in lesion_idx], "candidates": found})
+        views.append({"truth": truth, "lesions": lesion_idx, "candidates": found, "hits": hits})
     return views
 
 
-def froc(views: list[dict], score: Callable[[dict], float]) -> dict[str, float]:
-    """CPM, sensitivity and mimic false positives per image at 1 FP/image of an ordering."""
-    items = sorted(
-        ((score(c), v, c) for v, view in enumerate(views) for c in view["candidates"]),
-        key=lambda t: -t[0],
-    )
-    n_truth = sum(len(view["truth"]) for view in views) or 1
-    hit: set[tuple[int, int]] = set()
-    fp, mimic_fp, curve, i = 0, 0, [], 0
-    while i < len(items):
-        value = items[i][0]
-        while i < len(items) and items[i][0] == value:  # ties enter together
-            _, v, c = items[i]
-            hit.update((v, j) for j in c["hits"])
-            fp += not c["hits"]
-            mimic_fp += (not c["hits"]) and c["on_mimic"]
-            i += 1
-        curve.append((fp / len(views), len(hit) / n_truth, mimic_fp / len(views)))
-    sens = [max([s for f, s, _ in curve if f <= rate] or [0.0]) for rate in FP_RATES]
-    at_one = [m for f, _, m in curve if f <= 1.0]
-    return {
-        "cpm": float(np.mean(sens)),
-        "sens@1fp": sens[3],
-        "mimic": at_one[-1] if at_one else 0.0,
-    }
+def score_ordering(views: list[dict], score: Callable[[dict], float]) -> dict[str, float]:
+    """``ductai evaluate``'s detection metrics with the candidates scored by ``score``."""
+    metrics = DetectionMetrics()
+    for view in views:
+        found = view["candidates"]
+        truth = view["truth"]
+        metrics.update(
+            [
+                {
+                    "boxes": np.asarray([c["box"] for c in found]).reshape(-1, 4),
+                    "scores": np.asarray([score(c) for c in found], float),
+                    "labels": np.asarray([c["label"] for c in found], np.int64),
+                }
+            ],
+            [{"boxes": truth.boxes, "labels": [CLASSES.index(lb) for lb in truth.labels]}],
+        )
+    return metrics.compute()
 
 
 def ceiling(views: list[dict]) -> dict[str, str]:
+    """Per class: truth lesions that some candidate hits, of all."""
     total, reached = Counter(), Counter()
     for view in views:
-        for j, label in enumerate(view["truth"]):
+        for j, index in enumerate(view["lesions"]):
+            label = view["truth"].labels[index]
             total[label] += 1
-            reached[label] += any(j in c["hits"] for c in view["candidates"])
+            reached[label] += bool(view["hits"][:, j].any())
     return {label: f"{reached[label]}/{total[label]}" for label in FINDINGS if total[label]}
 
 
@@ -199,11 +197,14 @@ def main() -> None:
         n_candidates = sum(len(v["candidates"]) for v in views)
         print(f"\n{preset} seed {seed}: {len(views)} views, {n_candidates} candidates")
         print("recall ceiling (truth lesions hit by some candidate):", ceiling(views))
-        print("| ordering | CPM | sens@1FP | mimic FP/img at 1 FP |")
-        print("|---|---|---|---|")
+        print("| ordering | CPM | sens@1FP | image AUC | mimic FP/img at 1 FP |")
+        print("|---|---|---|---|---|")
         for name, rule in RULES.items():
-            m = froc(views, rule)
-            print(f"| {name} | {m['cpm']:.3f} | {m['sens@1fp']:.3f} | {m['mimic']:.2f} |")
+            m = score_ordering(views, rule)
+            print(
+                f"| {name} | {m['cpm']:.3f} | {m['sens@1fp']:.3f} | {m['auc']:.3f} "
+                f"| {m['mimic_fp_per_image']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.special import expit, logit
 
 from ductai.data.labels import CLASSES
 from ductai.inference.postprocess import RawDetections, box_iou_np
@@ -96,7 +97,7 @@ def segmentation_candidates(
         np.concatenate([scores, detector_weight * unmatched.scores]),
         np.concatenate([labels, unmatched.labels]).astype(np.int64),
     )
-    if mimics is not None and mimic_penalty > 0 and len(mimics.scores) and len(out.scores):
+    if mimics is not None and mimic_penalty > 0:
         out.scores = penalize_mimics(out.scores, out.boxes, mimics, mimic_penalty)
     return out
 
@@ -105,7 +106,8 @@ def penalize_mimics(
     scores: np.ndarray, boxes: np.ndarray, mimics: RawDetections, penalty: float
 ) -> np.ndarray:
     """Scores lowered in logit by ``penalty`` times the best mimic box hitting each box."""
-    hit = hits(boxes, mimics.boxes)
-    strongest = np.where(hit, mimics.scores[None, :], 0.0).max(axis=1)
-    p = np.clip(scores, 1e-6, 1 - 1e-6)
-    return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) - penalty * strongest)))
+    if len(scores) == 0 or len(mimics.scores) == 0:
+        return scores
+    strongest = np.where(hits(boxes, mimics.boxes), mimics.scores[None, :], 0.0).max(axis=1)
+    # clipped: a saturated 1.0 would stay 1.0 whatever the penalty
+    return expit(logit(np.clip(scores, 1e-6, 1 - 1e-6)) - penalty * strongest)

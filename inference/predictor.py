@@ -77,7 +77,8 @@ class PredictorOptions:
     component_threshold: float = 0.1  # candidates.segmentation_candidates
     min_component_px: int = 4
     detector_weight: float = 0.5  # detector findings no component explains
-    mimic_penalty: float = 2.0  # logit penalty per unit of a hitting mimic box's score
+    # logit penalty per unit score of a detector mimic box hitting a candidate (segmentation source)
+    mimic_penalty: float = 2.0
     fusion_weight: float = 0.5  # postprocess.fuse_scores (lesion_source "detector")
     # Final (fused) score of a reported finding; None = the bundle's calibrated operating
     # threshold (bundle.json), else bundle.DEFAULT_REPORT_THRESHOLD. Scoring (FROC) passes a low one.
