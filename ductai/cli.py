@@ -200,6 +200,57 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_rescorer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-rescorer",
+        help="train a bundle's second-stage candidate classifier on simulated views",
+        description="Records the bundle's lesion candidates on simulated sets, trains the "
+        "classifier that rescores them, chooses how much it weighs on the --select sets "
+        "(training/rescorer_train.py). --into adds it to a bundle; recalibrate that bundle "
+        "afterwards (ductai evaluate --model BUNDLE --calibrate).",
+    )
+    p.add_argument("--model", default=None, help="first-stage bundle (default: the default model)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (sets are cached there)")
+    p.add_argument(
+        "--train",
+        default="hard:120:3100,default:130:3101",
+        help="training sets PRESET:BREASTS:SEED,... (default: %(default)s)",
+    )
+    p.add_argument(
+        "--select",
+        default="hard:12:900,default:20:901",
+        help="sets that choose the blend, never the test seeds (default: %(default)s)",
+    )
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--workers", type=int, default=2, help="processes recording the sets")
+    p.add_argument("--threads", type=int, default=2, help="torch threads while training")
+    p.add_argument("--into", type=Path, help="bundle folder to add the trained rescorer to")
+    p.set_defaults(func=_run_train_rescorer)
+
+
+def _run_train_rescorer(args: argparse.Namespace) -> int:
+    from ductai.inference.bundle import set_rescorer
+    from ductai.inference.run import resolve_model
+    from ductai.training.rescorer_train import RescorerSettings, parse_sets, train_rescorer
+
+    model = resolve_model(args.model)
+    settings = RescorerSettings(epochs=args.epochs, num_threads=args.threads)
+    path, _ = train_rescorer(
+        model,
+        args.out,
+        parse_sets(args.train),
+        parse_sets(args.select),
+        settings=settings,
+        workers=args.workers,
+    )
+    print((args.out / "report.md").read_text())
+    print(f"rescorer: {path}")
+    if args.into:
+        set_rescorer(args.into, path)
+        print(f"added to {args.into}; recalibrate: ductai evaluate --model {args.into} --calibrate")
+    return 0
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -336,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(sub)
     _add_infer(sub)
     _add_train(sub)
+    _add_train_rescorer(sub)
     _add_evaluate(sub)
     _add_serve(sub)
     return parser

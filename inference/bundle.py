@@ -31,6 +31,7 @@ __all__ = [
     "ModelBundle",
     "load_bundle",
     "set_operating_point",
+    "set_rescorer",
     "write_bundle",
 ]
 
@@ -60,6 +61,9 @@ class ModelBundle:
     # (set_operating_point); None = not calibrated (DEFAULT_REPORT_THRESHOLD is used).
     operating_threshold: float | None = None
     operating_point: dict[str, Any] = field(default_factory=dict)
+    # Optional second-stage candidate classifier (inference/rescoring.py), "rescorer" in
+    # bundle.json; its sha256 is part of the identity like the nets'.
+    rescorer_file: Path | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -75,7 +79,10 @@ class ModelBundle:
             "name": self.name,
             "version": self.version,
             "sha256": dict(self.sha256),
-            "files": {t: p.name for t, p in self.files.items()},
+            "files": {
+                **{t: p.name for t, p in self.files.items()},
+                **({"rescoring": self.rescorer_file.name} if self.rescorer_file else {}),
+            },
             "spacing_mm": self.spacing_mm,
             "missing": self.missing,
             "operating_threshold": self.operating_threshold,
@@ -108,11 +115,13 @@ def write_bundle(
     det_ckpt: str | os.PathLike | None,
     name: str,
     version: str,
+    rescorer: str | os.PathLike | None = None,
 ) -> Path:
     """Write a bundle of the given training checkpoints (either may be None); returns folder.
 
     Only the weights and the resolved config are kept (a training checkpoint also holds the
     optimizer state, several times the weights). The spacing is checked to agree.
+    ``rescorer``: a candidate classifier checkpoint (``ductai train-rescorer``), copied as is.
     """
     folder = Path(folder)
     sources = {"segmentation": seg_ckpt, "detection": det_ckpt}
@@ -134,6 +143,11 @@ def write_bundle(
         entry[task] = file
     _check_spacings(spacings, folder)
     entry["spacing_mm"] = next(iter(spacings.values()))
+    if rescorer is not None:
+        payload = _read(Path(rescorer))
+        _check_rescorer(payload, Path(rescorer))
+        save_checkpoint(folder / "rescorer.pt", payload)
+        entry["rescorer"] = "rescorer.pt"
     # the descriptor last: a bundle is whole or absent
     atomic_write_text(folder / BUNDLE_FILE, json.dumps(entry, indent=1) + "\n")
     return folder
@@ -159,6 +173,12 @@ def _load_folder(folder: Path) -> ModelBundle:
         version=str(entry["version"]),
         spacing=entry.get("spacing_mm"),
     )
+    if entry.get("rescorer"):
+        rescorer = folder / str(entry["rescorer"])
+        if not rescorer.is_file():
+            raise BundleError(f"{descriptor}: rescorer {entry['rescorer']!r} not found in {folder}")
+        bundle.rescorer_file = rescorer
+        bundle.sha256[rescorer.name] = sha256_file(rescorer)
     threshold = entry.get("operating_threshold")
     if threshold is not None:
         if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
@@ -180,6 +200,28 @@ def set_operating_point(
     entry = json.loads(descriptor.read_text())
     entry["operating_threshold"] = round(float(threshold), 4)
     entry["operating_point"] = details or {}
+    atomic_write_text(descriptor, json.dumps(entry, indent=1) + "\n")
+    return descriptor
+
+
+def set_rescorer(folder: str | os.PathLike, checkpoint: str | os.PathLike | None) -> Path:
+    """Add a candidate classifier to a bundle (None removes it); the operating threshold is
+    dropped, since it was calibrated on the other scores: recalibrate with
+    ``ductai evaluate --model FOLDER --calibrate``."""
+    folder = Path(folder)
+    descriptor = folder / BUNDLE_FILE
+    if not descriptor.is_file():
+        raise BundleError(f"{folder}: not a bundle folder (no {BUNDLE_FILE})")
+    entry = json.loads(descriptor.read_text())
+    if checkpoint is None:
+        entry.pop("rescorer", None)
+    else:
+        payload = _read(Path(checkpoint))
+        _check_rescorer(payload, Path(checkpoint))
+        save_checkpoint(folder / "rescorer.pt", payload)
+        entry["rescorer"] = "rescorer.pt"
+    entry.pop("operating_threshold", None)
+    entry.pop("operating_point", None)
     atomic_write_text(descriptor, json.dumps(entry, indent=1) + "\n")
     return descriptor
 
@@ -313,6 +355,11 @@ def _check_task(payload: dict[str, Any], task: str | None, path: Path) -> None:
     held = payload.get("task") or payload["config"].get("task")
     if task not in TASKS or held != task:
         raise BundleError(f"{path}: a {held!r} checkpoint where a {task!r} one was expected")
+
+
+def _check_rescorer(payload: dict[str, Any], path: Path) -> None:
+    if payload.get("task") != "rescoring":
+        raise BundleError(f"{path}: a {payload.get('task')!r} checkpoint, not a rescorer")
 
 
 def _check_spacings(spacings: dict[str, float], where: Path) -> None:

@@ -25,6 +25,8 @@ Rule (``segmentation_candidates``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 from scipy.special import expit, logit
@@ -34,9 +36,13 @@ from ductai.inference.postprocess import RawDetections, box_iou_np
 
 __all__ = [
     "FALLBACK_LABEL",
+    "FEATURES",
+    "CandidateTable",
+    "candidate_table",
     "hits",
     "lesion_components",
     "penalize_mimics",
+    "penalized",
     "segmentation_candidates",
 ]
 
@@ -48,18 +54,27 @@ def lesion_components(
     lesion: np.ndarray, threshold: float, min_area_px: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(boxes [N, 4] x0 y0 x1 y1, max probability [N]) of the components above ``threshold``."""
+    boxes, peak, _, _ = _components(lesion, threshold, min_area_px)
+    return boxes, peak
+
+
+def _components(
+    lesion: np.ndarray, threshold: float, min_area_px: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes, peak and mean probability, and area (pixels) of the components kept."""
     labels, n = ndimage.label(lesion >= threshold, structure=np.ones((3, 3), bool))
     if n == 0:
-        return np.zeros((0, 4)), np.zeros(0)
+        return np.zeros((0, 4)), np.zeros(0), np.zeros(0), np.zeros(0)
     index = np.arange(1, n + 1)
-    area = ndimage.sum_labels(np.ones(lesion.shape, np.int32), labels, index)
-    peak = ndimage.maximum(lesion, labels, index)
+    area = np.asarray(ndimage.sum_labels(np.ones(lesion.shape, np.int32), labels, index), float)
+    peak = np.asarray(ndimage.maximum(lesion, labels, index), dtype=np.float64)
+    mean = np.asarray(ndimage.mean(lesion, labels, index), dtype=np.float64)
     boxes = np.array(
         [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(labels)],
         dtype=np.float64,
     )
     keep = area >= min_area_px
-    return boxes[keep], np.asarray(peak, dtype=np.float64)[keep]
+    return boxes[keep], peak[keep], mean[keep], area[keep]
 
 
 def hits(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -73,6 +88,80 @@ def hits(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
     return inside | (box_iou_np(boxes, others) >= HIT_IOU)
 
 
+@dataclass
+class CandidateTable:
+    """Every candidate of one image before the mimic penalty, with what the rescorer reads.
+
+    ``features`` [N, len(FEATURES)]: per candidate, whether it is a lesion-channel component
+    (else a detector finding no component explains), its peak and mean lesion probability
+    (0 for a detector-only one), log area in pixels, the best detector finding score hitting
+    it (its own for a detector-only one), the best mimic box score hitting it, and the log of
+    its box width and height in pixels.
+    """
+
+    detections: RawDetections  # scores: the rule's (peak, or detector_weight x detector)
+    features: np.ndarray
+    mimic_score: np.ndarray  # best detector mimic box hitting each candidate (0 for none)
+
+
+FEATURES = (
+    "component",
+    "peak",
+    "mean",
+    "log_area",
+    "detector",
+    "mimic",
+    "log_width",
+    "log_height",
+)
+
+
+def candidate_table(
+    findings: RawDetections,
+    lesion: np.ndarray,
+    threshold: float = 0.1,
+    min_area_px: int = 4,
+    detector_weight: float = 0.5,
+    mimics: RawDetections | None = None,
+) -> CandidateTable:
+    """The candidates of the module docstring's rule, with their features."""
+    boxes, peak, mean, area = _components(lesion, threshold, min_area_px)
+    hit = hits(boxes, findings.boxes)
+    labels = np.full(len(boxes), CLASSES.index(FALLBACK_LABEL), dtype=np.int64)
+    detector = np.zeros(len(boxes))
+    for i, row in enumerate(hit):
+        if row.any():
+            best = np.flatnonzero(row)[np.argmax(findings.scores[row])]
+            labels[i] = findings.labels[best]
+            detector[i] = findings.scores[best]
+    unmatched = findings.select(~hit.any(axis=0))
+    dets = RawDetections(
+        np.concatenate([boxes, unmatched.boxes]).reshape(-1, 4),
+        np.concatenate([peak, detector_weight * unmatched.scores]),
+        np.concatenate([labels, unmatched.labels]).astype(np.int64),
+    )
+    mimics = mimics if mimics is not None else RawDetections.empty()
+    mimic_score = np.zeros(len(dets))
+    if len(dets) and len(mimics):
+        hit_mimic = hits(dets.boxes, mimics.boxes)
+        mimic_score = np.where(hit_mimic, mimics.scores[None, :], 0.0).max(axis=1)
+    n_other = len(unmatched)
+    size = np.maximum(dets.boxes[:, 2:] - dets.boxes[:, :2], 1.0)
+    features = np.column_stack(
+        [
+            np.r_[np.ones(len(boxes)), np.zeros(n_other)],
+            np.r_[peak, np.zeros(n_other)],
+            np.r_[mean, np.zeros(n_other)],
+            np.log(np.maximum(np.r_[area, size[len(boxes) :].prod(axis=1)], 1.0)),
+            np.r_[detector, unmatched.scores],
+            mimic_score,
+            np.log(size[:, 0]),
+            np.log(size[:, 1]),
+        ]
+    ).reshape(-1, len(FEATURES))
+    return CandidateTable(dets, features.astype(np.float32), mimic_score)
+
+
 def segmentation_candidates(
     findings: RawDetections,
     lesion: np.ndarray,
@@ -84,22 +173,18 @@ def segmentation_candidates(
 ) -> RawDetections:
     """Findings of one image (module docstring); ``findings`` and ``mimics`` are the detector's,
     on the same grid as ``lesion``."""
-    boxes, scores = lesion_components(lesion, threshold, min_area_px)
-    hit = hits(boxes, findings.boxes)
-    labels = np.full(len(boxes), CLASSES.index(FALLBACK_LABEL), dtype=np.int64)
-    for i, row in enumerate(hit):
-        if row.any():
-            best = np.flatnonzero(row)[np.argmax(findings.scores[row])]
-            labels[i] = findings.labels[best]
-    unmatched = findings.select(~hit.any(axis=0))
-    out = RawDetections(
-        np.concatenate([boxes, unmatched.boxes]).reshape(-1, 4),
-        np.concatenate([scores, detector_weight * unmatched.scores]),
-        np.concatenate([labels, unmatched.labels]).astype(np.int64),
-    )
-    if mimics is not None and mimic_penalty > 0:
-        out.scores = penalize_mimics(out.scores, out.boxes, mimics, mimic_penalty)
+    table = candidate_table(findings, lesion, threshold, min_area_px, detector_weight, mimics)
+    out = table.detections
+    if mimic_penalty > 0 and mimics is not None and len(mimics):
+        out.scores = penalized(out.scores, table.mimic_score, mimic_penalty)
     return out
+
+
+def penalized(scores: np.ndarray, mimic_score: np.ndarray, penalty: float) -> np.ndarray:
+    """``logit(s') = logit(s) - penalty * m``; clipped: a saturated 1.0 would stay 1.0."""
+    if len(scores) == 0:
+        return scores
+    return expit(logit(np.clip(scores, 1e-6, 1 - 1e-6)) - penalty * mimic_score)
 
 
 def penalize_mimics(
@@ -109,5 +194,4 @@ def penalize_mimics(
     if len(scores) == 0 or len(mimics.scores) == 0:
         return scores
     strongest = np.where(hits(boxes, mimics.boxes), mimics.scores[None, :], 0.0).max(axis=1)
-    # clipped: a saturated 1.0 would stay 1.0 whatever the penalty
-    return expit(logit(np.clip(scores, 1e-6, 1 - 1e-6)) - penalty * strongest)
+    return penalized(scores, strongest, penalty)

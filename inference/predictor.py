@@ -30,7 +30,7 @@ from ductai.data.canonical import to_canonical
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.galactogram import Galactogram
 from ductai.inference.bundle import DEFAULT_REPORT_THRESHOLD, ModelBundle, load_bundle
-from ductai.inference.candidates import segmentation_candidates
+from ductai.inference.candidates import CandidateTable, candidate_table, penalized
 from ductai.inference.crop import Crop, breast_crop
 from ductai.inference.postprocess import (
     RawDetections,
@@ -79,6 +79,8 @@ class PredictorOptions:
     detector_weight: float = 0.5  # detector findings no component explains
     # logit penalty per unit score of a detector mimic box hitting a candidate (segmentation source)
     mimic_penalty: float = 2.0
+    # the bundle's second-stage candidate classifier (inference/rescoring.py), when it has one
+    rescore: bool = True
     fusion_weight: float = 0.5  # postprocess.fuse_scores (lesion_source "detector")
     # Final (fused) score of a reported finding; None = the bundle's calibrated operating
     # threshold (bundle.json), else bundle.DEFAULT_REPORT_THRESHOLD. Scoring (FROC) passes a low one.
@@ -114,6 +116,12 @@ class Predictor:
             )
         self.inferer: SlidingWindowInferer | None = None
         self.detector: torch.nn.Module | None = None
+        self.rescorer = None
+        if bundle.rescorer_file is not None and options.rescore:
+            from ductai.inference.rescoring import Rescorer
+
+            self.rescorer = Rescorer.load(bundle.rescorer_file)
+            self.rescorer.model.to(self.device)
         if "segmentation" in bundle.checkpoints:
             self._load_segmentation()
         if "detection" in bundle.checkpoints:
@@ -246,35 +254,27 @@ class Predictor:
             with _timer(timings, "detection"):
                 raw = self._detect(x) if self.detector is not None else RawDetections.empty()
         with _timer(timings, "postprocess"):
-            return self.postprocess(probs, raw, crop)
+            return self.postprocess(probs, raw, crop, x[0, 0].cpu().numpy())
 
     def postprocess(
-        self, probs: np.ndarray | None, raw: RawDetections, crop: Crop
+        self,
+        probs: np.ndarray | None,
+        raw: RawDetections,
+        crop: Crop,
+        image: np.ndarray | None = None,
     ) -> tuple[np.ndarray | None, np.ndarray, tuple[list[Detection], list[Detection]]]:
         """Crop-grid net outputs -> full canonical grid maps and reported detections.
 
-        ``probs`` [2, h, w] (duct, lesion) or None; ``raw`` detector boxes in the crop grid.
+        ``probs`` [2, h, w] (duct, lesion) or None; ``raw`` detector boxes in the crop grid;
+        ``image`` the crop the nets saw (the rescorer's patches; without it, no rescoring).
         """
         o = self.options
         raw = nms_across_classes(raw, o.nms_iou)
         found, mimic = split_mimics(raw)
         lesion_crop = probs[1] if probs is not None else None
-        # Components need the detector to name their class: a segmentation-only bundle
-        # reports no findings, as before.
-        if (
-            lesion_crop is not None
-            and self.detector is not None
-            and o.lesion_source == "segmentation"
-        ):
-            found = segmentation_candidates(
-                found,
-                lesion_crop,
-                o.component_threshold,
-                o.min_component_px,
-                o.detector_weight,
-                mimics=mimic,
-                mimic_penalty=o.mimic_penalty,
-            )
+        if self.uses_candidates(probs):
+            table = self.candidate_table(found, mimic, lesion_crop)
+            found = self.score_candidates(table, image, probs)
         else:
             found.scores = fuse_scores(found.scores, found.boxes, lesion_crop, o.fusion_weight)
         found = found.select(np.argsort(-found.scores, kind="stable"))
@@ -292,6 +292,46 @@ class Predictor:
             gauss = detection_heatmap(crop.full_shape, found.boxes, found.scores)
             np.maximum(lesion, gauss, out=lesion)
         return duct, lesion, (_records(found), _records(mimic))
+
+    def uses_candidates(self, probs: np.ndarray | None) -> bool:
+        """Findings from lesion-channel components (inference/candidates.py)? They need the
+        detector to name their class: a segmentation-only bundle reports no findings."""
+        return (
+            probs is not None
+            and self.detector is not None
+            and self.options.lesion_source == "segmentation"
+        )
+
+    def candidate_table(
+        self, findings: RawDetections, mimics: RawDetections, lesion: np.ndarray
+    ) -> CandidateTable:
+        """The first stage's candidates of one crop, before any scoring."""
+        o = self.options
+        return candidate_table(
+            findings,
+            lesion,
+            o.component_threshold,
+            o.min_component_px,
+            o.detector_weight,
+            mimics=mimics,
+        )
+
+    def score_candidates(
+        self,
+        table: CandidateTable,
+        image: np.ndarray | None,
+        probs: np.ndarray,
+        rescore: bool = True,
+    ) -> RawDetections:
+        """Candidates with their final scores: the mimic penalty, then the rescorer."""
+        dets = table.detections
+        scores = dets.scores
+        if self.options.mimic_penalty > 0 and table.mimic_score.any():
+            scores = penalized(scores, table.mimic_score, self.options.mimic_penalty)
+        if rescore and self.rescorer is not None and image is not None:
+            maps = np.stack([image, probs[1], probs[0]])
+            scores = self.rescorer.rescore(scores, maps, dets.boxes, table.features)
+        return RawDetections(dets.boxes, scores, dets.labels)
 
     def _segment(self, x: torch.Tensor) -> np.ndarray:
         """Sigmoid probabilities [2, h, w] float32; with TTA the mean of both flips."""
