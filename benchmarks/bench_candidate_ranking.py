@@ -96,14 +96,14 @@ def main() -> None:
     bundle = load_bundle(args.model)
     rescorer = Rescorer.load(bundle.rescorer_file) if bundle.rescorer_file else None
     recorded = record_sets(args.model, sets, Path(args.out) / "sets", args.workers)
-    for (preset, _, seed), views in zip(sets, recorded):
+    for source, views in zip(sets, recorded):
         orderings = {name: rule(views) for name, rule in ORDERINGS.items()}
         if rescorer is not None:
             logits = _logits(rescorer.model, views)
             for blend in BLENDS:
                 mark = " (shipped)" if blend == rescorer.blend else ""
                 orderings[f"rescorer, blend {blend:g}{mark}"] = blended(views.scores, logits, blend)
-        print(f"\n{preset} seed {seed}: {len(views.truths)} views, {len(views)} candidates")
+        print(f"\n{source.label}: {len(views.truths)} views, {len(views)} candidates")
         print("recall ceiling (truth lesions hit by some candidate):", ceiling(views))
         print("| ordering | CPM | sens@1FP | image AUC | mimic FP/img at 1 FP |")
         print("|---|---|---|---|---|")

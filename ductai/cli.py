@@ -235,7 +235,7 @@ def _run_train_rescorer(args: argparse.Namespace) -> int:
 
     model = resolve_model(args.model)
     settings = RescorerSettings(epochs=args.epochs, num_threads=args.threads)
-    path, _ = train_rescorer(
+    path, blend = train_rescorer(
         model,
         args.out,
         parse_sets(args.train),
@@ -245,7 +245,9 @@ def _run_train_rescorer(args: argparse.Namespace) -> int:
     )
     print((args.out / "report.md").read_text())
     print(f"rescorer: {path}")
-    if args.into:
+    if args.into and blend == 0:
+        print(f"not added to {args.into}: no blend beat the first stage on the --select sets")
+    elif args.into:
         set_rescorer(args.into, path)
         print(f"added to {args.into}; recalibrate: ductai evaluate --model {args.into} --calibrate")
     return 0

@@ -39,6 +39,7 @@ __all__ = [
     "FEATURES",
     "CandidateTable",
     "candidate_table",
+    "clipped_logit",
     "hits",
     "lesion_components",
     "penalize_mimics",
@@ -93,10 +94,12 @@ class CandidateTable:
     """Every candidate of one image before the mimic penalty, with what the rescorer reads.
 
     ``features`` [N, len(FEATURES)]: per candidate, whether it is a lesion-channel component
-    (else a detector finding no component explains), its peak and mean lesion probability
-    (0 for a detector-only one), log area in pixels, the best detector finding score hitting
-    it (its own for a detector-only one), the best mimic box score hitting it, and the log of
-    its box width and height in pixels.
+    (else a detector finding no component explains), the logit of its peak and of its mean
+    lesion probability (of 0 for a detector-only one), log area in pixels, the logit of the
+    best detector finding score hitting it (its own for a detector-only one), the best mimic
+    box score hitting it, and the log of its box width and height in pixels. Logits, clipped
+    at ``FEATURE_EPS``: the peaks of true and false components differ in how close to 1 they
+    are (0.999 against 0.99999), which probabilities hide.
     """
 
     detections: RawDetections  # scores: the rule's (peak, or detector_weight x detector)
@@ -106,14 +109,20 @@ class CandidateTable:
 
 FEATURES = (
     "component",
-    "peak",
-    "mean",
+    "peak_logit",
+    "mean_logit",
     "log_area",
-    "detector",
+    "detector_logit",
     "mimic",
     "log_width",
     "log_height",
 )
+FEATURE_EPS = 1e-6
+
+
+def clipped_logit(p: np.ndarray) -> np.ndarray:
+    """``logit(p)`` with ``p`` clipped to [FEATURE_EPS, 1 - FEATURE_EPS] (|logit| <= 13.8)."""
+    return logit(np.clip(np.asarray(p, dtype=np.float64), FEATURE_EPS, 1 - FEATURE_EPS))
 
 
 def candidate_table(
@@ -150,10 +159,10 @@ def candidate_table(
     features = np.column_stack(
         [
             np.r_[np.ones(len(boxes)), np.zeros(n_other)],
-            np.r_[peak, np.zeros(n_other)],
-            np.r_[mean, np.zeros(n_other)],
+            clipped_logit(np.r_[peak, np.zeros(n_other)]),
+            clipped_logit(np.r_[mean, np.zeros(n_other)]),
             np.log(np.maximum(np.r_[area, size[len(boxes) :].prod(axis=1)], 1.0)),
-            np.r_[detector, unmatched.scores],
+            clipped_logit(np.r_[detector, unmatched.scores]),
             mimic_score,
             np.log(size[:, 0]),
             np.log(size[:, 1]),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.special import expit, logit
 
-from ductai.inference.candidates import FEATURES
+from ductai.inference.candidates import FEATURES, clipped_logit
 from ductai.models.checkpoint import CheckpointError, load_checkpoint
 from ductai.models.rescorer import CandidateClassifier
 
@@ -98,14 +98,18 @@ class Rescorer:
         )
 
     @torch.inference_mode()
-    def logits(self, maps: np.ndarray, boxes: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """Classifier logits [N] of the candidates ``boxes`` on ``maps`` [3, H, W]."""
+    def logits(
+        self, maps: np.ndarray, boxes: np.ndarray, features: np.ndarray, scores: np.ndarray
+    ) -> np.ndarray:
+        """Classifier logits [N] of the candidates ``boxes`` on ``maps`` [3, H, W], whose
+        first-stage scores are ``scores``."""
         if len(boxes) == 0:
             return np.zeros(0)
         patches = torch.from_numpy(candidate_patches(maps, boxes, self.size, self.scales))
         device = next(self.model.parameters()).device
         feats = torch.as_tensor(np.asarray(features, np.float32), device=device)
-        return self.model(patches.to(device), feats).double().cpu().numpy()
+        prior = torch.as_tensor(clipped_logit(scores), dtype=torch.float32, device=device)
+        return self.model(patches.to(device), feats, prior).double().cpu().numpy()
 
     def rescore(
         self, scores: np.ndarray, maps: np.ndarray, boxes: np.ndarray, features: np.ndarray
@@ -114,4 +118,5 @@ class Rescorer:
         if len(scores) == 0:
             return scores
         first = logit(np.clip(scores, 1e-6, 1 - 1e-6))
-        return expit((1 - self.blend) * first + self.blend * self.logits(maps, boxes, features))
+        second = self.logits(maps, boxes, features, scores)
+        return expit((1 - self.blend) * first + self.blend * second)

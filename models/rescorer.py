@@ -6,6 +6,11 @@ proposes about 28 candidates per view and finds almost every lesion, but ranks t
 net sees each candidate again, as a patch of the image and of both probability maps at two
 scales, together with the candidate's scalar features (candidates.FEATURES), and outputs one
 logit. A MONAI ResNet encodes the patch; a small MLP joins it with the features.
+
+The output is a correction to the first stage: ``logit = w * prior + mlp(...)``, with
+``prior`` the first-stage logit, ``w`` learnt (from 1) and the MLP's last layer starting at
+zero, so an untrained classifier ranks exactly as the first stage and training can only move
+away from it where the patches and features say so.
 """
 
 from __future__ import annotations
@@ -47,8 +52,13 @@ class CandidateClassifier(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, 1),
         )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+        self.prior_weight = nn.Parameter(torch.tensor(1.0))
 
-    def forward(self, patches: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """``patches`` [N, C, P, P], ``features`` [N, F] -> logits [N]."""
+    def forward(
+        self, patches: torch.Tensor, features: torch.Tensor, prior: torch.Tensor
+    ) -> torch.Tensor:
+        """``patches`` [N, C, P, P], ``features`` [N, F], first-stage logits [N] -> logits [N]."""
         joined = torch.cat([self.encoder(patches), self.feature_norm(features)], dim=1)
-        return self.head(joined).squeeze(1)
+        return self.head(joined).squeeze(1) + self.prior_weight * prior

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ductai.data.canonical import to_canonical
-from ductai.data.datalist import datalist_from_simulation
+from ductai.data.datalist import DatalistEntry, datalist_from_simulation
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.labels import CLASSES, FINDINGS
 from ductai.inference.crop import Crop, breast_crop
@@ -81,15 +81,17 @@ class CandidateSet:
 _ARRAYS = ("patches", "features", "scores", "labels", "boxes", "target", "view")
 
 
-def record_candidates(predictor: Predictor, simulated: Path) -> CandidateSet:
-    """Every first-stage candidate of the views of a ``ductai simulate`` folder."""
+def record_candidates(predictor: Predictor, views: Path | list[DatalistEntry]) -> CandidateSet:
+    """Every first-stage candidate of ``views``: datalist entries with boxes, or the folder
+    of a ``ductai simulate`` run."""
     if not predictor.uses_candidates(np.zeros(1)):
         raise ValueError(
             "the rescorer needs a bundle with both nets and lesion_source segmentation"
         )
     rows: dict[str, list] = {k: [] for k in _ARRAYS}
     truths = []
-    for index, entry in enumerate(datalist_from_simulation(simulated)):
+    entries = datalist_from_simulation(views) if isinstance(views, Path) else views
+    for index, entry in enumerate(entries):
         truth = truth_from_datalist_entry(entry)
         found = _view_candidates(predictor, entry.image)
         is_finding = np.array([label in FINDINGS for label in truth.labels], bool)

@@ -3,13 +3,15 @@
     ductai train-rescorer --model models/default --out outputs/rescorer \
         --train hard:120:3100,default:130:3101 --select hard:12:900,default:20:901
 
-1. Simulates each PRESET:N:SEED set (N breasts, 2 views each) and records the bundle's
-   first-stage candidates on it (training/rescorer_data.py), once per set and pair of nets:
-   cached under OUT/sets.
+1. Simulates each PRESET:N:SEED set (N breasts, 2 views each), or reads a datalist split
+   (DATALIST.json@SPLIT: a hospital's annotated views), and records the bundle's first-stage
+   candidates on it (training/rescorer_data.py), once per set and pair of nets: cached
+   under OUT/sets.
 2. Trains on the ``--train`` sets' candidates, the last ``val_fraction`` of views held out;
    the epoch kept is the one with the best CPM of the held-out views ranked by the classifier.
 3. Chooses ``blend`` (how much the classifier's logit replaces the first stage's,
-   inference/rescoring.py) by the mean CPM over the ``--select`` sets, never the test seeds.
+   inference/rescoring.py) by the mean CPM over the ``--select`` sets, never the test seeds;
+   0 when no blend beats the first stage alone (the rescorer is then worth nothing).
 4. Writes OUT/rescorer.pt and OUT/report.md (the blend table); ``--into BUNDLE`` also adds
    it to a bundle folder. Params, per-epoch metrics and the checkpoint go to MLflow.
 
@@ -32,13 +34,13 @@ import torch
 from torch import nn
 
 import ductai
-from ductai.inference.candidates import FEATURES
+from ductai.inference.candidates import FEATURES, clipped_logit
 from ductai.inference.rescoring import PATCH_SIZE, SCALES, TASK, Rescorer
 from ductai.models.checkpoint import save_checkpoint
 from ductai.models.rescorer import CandidateClassifier
 from ductai.training.rescorer_data import CandidateSet, score_ordering
 
-__all__ = ["BLENDS", "RescorerSettings", "parse_sets", "train_rescorer"]
+__all__ = ["BLENDS", "CandidateSource", "RescorerSettings", "parse_sets", "train_rescorer"]
 
 log = logging.getLogger(__name__)
 
@@ -59,46 +61,92 @@ class RescorerSettings:
     channels: tuple[int, ...] = (16, 32, 64, 96)
 
 
-def parse_sets(text: str) -> list[tuple[str, int, int]]:
-    """``hard:120:3100,default:130:3101`` -> [(preset, breasts, seed), ...]."""
+@dataclass(frozen=True)
+class CandidateSource:
+    """Views to record candidates on: simulated (``preset``, ``breasts``, ``seed``) or the
+    ``split`` of a datalist (a hospital's annotated views, docs/data.md)."""
+
+    preset: str | None = None
+    breasts: int = 0
+    seed: int = 0
+    datalist: Path | None = None
+    split: str = "train"
+
+    @property
+    def name(self) -> str:
+        if self.datalist is None:
+            return f"{self.preset}-{self.breasts}-{self.seed}"
+        return f"{self.datalist.stem}-{self.split}"
+
+    @property
+    def label(self) -> str:
+        if self.datalist is None:
+            return f"{self.preset} {self.seed}"
+        return f"{self.datalist.name} {self.split}"
+
+    def entries(self, out: Path) -> list:
+        """The views (datalist entries), simulating them into ``out / name`` when needed."""
+        from ductai.training.evaluate_inference import _datalist_entries, _simulated_entries
+
+        if self.datalist is None:
+            return _simulated_entries(out / self.name, self.preset, self.breasts, self.seed, 1)
+        return _datalist_entries(self.datalist, self.split)
+
+    def fingerprint(self) -> str:
+        """What the recorded candidates depend on besides the nets."""
+        if self.datalist is None:
+            return self.name
+        return hashlib.sha256(self.datalist.read_bytes()).hexdigest()[:10]
+
+
+def parse_sets(text: str) -> list[CandidateSource]:
+    """``hard:120:3100,my_views.json@val`` -> sources: PRESET:BREASTS:SEED simulated sets,
+    or DATALIST.json[@SPLIT] (split ``train`` by default)."""
     sets = []
     for item in filter(None, (s.strip() for s in text.split(","))):
+        path, _, split = item.partition("@")
+        if path.endswith(".json"):
+            if not Path(path).is_file():
+                raise ValueError(f"set {item!r}: datalist {path} not found")
+            sets.append(CandidateSource(datalist=Path(path), split=split or "train"))
+            continue
         parts = item.split(":")
         if len(parts) != 3 or not parts[1].isdigit() or not parts[2].lstrip("-").isdigit():
-            raise ValueError(f"set {item!r}: expected PRESET:BREASTS:SEED, e.g. hard:120:3100")
-        sets.append((parts[0], int(parts[1]), int(parts[2])))
+            raise ValueError(
+                f"set {item!r}: expected PRESET:BREASTS:SEED (e.g. hard:120:3100) or "
+                "DATALIST.json@SPLIT"
+            )
+        sets.append(CandidateSource(parts[0], int(parts[1]), int(parts[2])))
     if not sets:
         raise ValueError(f"no sets in {text!r}")
     return sets
 
 
-def _record(model: str, preset: str, n: int, seed: int, out: Path) -> Path:
-    """One set's candidates, simulated and recorded once (a worker process, one thread)."""
+def _record(model: str, source: CandidateSource, out: Path) -> Path:
+    """One set's candidates, recorded once (a worker process, one thread)."""
     from ductai.inference.predictor import Predictor
-    from ductai.training.evaluate_inference import SCORING_THRESHOLD, _simulated_entries
+    from ductai.training.evaluate_inference import SCORING_THRESHOLD
     from ductai.training.rescorer_data import record_candidates
 
     predictor = Predictor.from_path(
         model, score_threshold=SCORING_THRESHOLD, num_threads=1, rescore=False
     )
-    # candidates depend on the nets: a cache per first stage (the rescorer plays no part)
+    # candidates depend on the nets and the views: a cache per both (the rescorer plays no part)
     nets = predictor.bundle.files.values()
-    key = hashlib.sha256("".join(predictor.bundle.sha256[f.name] for f in nets).encode())
-    path = out / f"{preset}-{n}-{seed}-{key.hexdigest()[:10]}.npz"
+    key = "".join(predictor.bundle.sha256[f.name] for f in nets) + source.fingerprint()
+    path = out / f"{source.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.npz"
     if not path.is_file():
-        _simulated_entries(out / f"{preset}-{n}-{seed}", preset, n, seed, workers=1)
-        record_candidates(predictor, out / f"{preset}-{n}-{seed}").save(path)
+        record_candidates(predictor, source.entries(out)).save(path)
     return path
 
 
-def record_sets(model: str, sets: list[tuple[str, int, int]], out: Path, workers: int) -> list:
+def record_sets(model: str, sets: list[CandidateSource], out: Path, workers: int) -> list:
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(model, p, n, s, out) for p, n, s in sets]
-    if workers <= 1 or len(jobs) == 1:
-        paths = [_record(*job) for job in jobs]
+    if workers <= 1 or len(sets) == 1:
+        paths = [_record(model, source, out) for source in sets]
     else:
-        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-            paths = list(pool.map(_record, *zip(*jobs)))
+        with ProcessPoolExecutor(min(workers, len(sets))) as pool:
+            paths = list(pool.map(_record, [model] * len(sets), sets, [out] * len(sets)))
     return [CandidateSet.load(p) for p in paths]
 
 
@@ -124,8 +172,12 @@ def _logits(model: nn.Module, data: CandidateSet, batch: int = 512) -> np.ndarra
         for i in range(0, len(data), batch):
             p = torch.from_numpy(data.patches[i : i + batch].astype(np.float32))
             f = torch.from_numpy(data.features[i : i + batch])
-            out.append(model(p, f).double().numpy())
+            out.append(model(p, f, _prior(data.scores[i : i + batch])).double().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def _prior(scores: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(clipped_logit(scores), dtype=torch.float32)
 
 
 def _split(data: CandidateSet, val_fraction: float) -> tuple[CandidateSet, CandidateSet]:
@@ -192,7 +244,8 @@ def fit(train: CandidateSet, val: CandidateSet, settings: RescorerSettings, trac
             )
             patches = _augment(torch.from_numpy(train.patches[index].astype(np.float32)), rng)
             target = torch.from_numpy(train.target[index].astype(np.float32))
-            loss = loss_fn(model(patches, torch.from_numpy(train.features[index])), target)
+            features = torch.from_numpy(train.features[index])
+            loss = loss_fn(model(patches, features, _prior(train.scores[index])), target)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -220,7 +273,8 @@ def fit(train: CandidateSet, val: CandidateSet, settings: RescorerSettings, trac
 def choose_blend(
     model: nn.Module, select: dict[str, CandidateSet]
 ) -> tuple[float, list[dict[str, float]]]:
-    """The blend with the best mean CPM over the selection sets (0 = the first stage alone)."""
+    """The blend with the best mean CPM over the selection sets; 0 (the first stage alone)
+    when no blend beats it."""
     logits = {name: _logits(model, data) for name, data in select.items()}
     rows = []
     for blend in (0.0, *BLENDS):
@@ -230,20 +284,21 @@ def choose_blend(
             row[f"{name} cpm"], row[f"{name} mimics"] = m["cpm"], m["mimic_fp_per_image"]
         row["mean cpm"] = float(np.mean([row[f"{n} cpm"] for n in select]))
         rows.append(row)
-    best = max((r for r in rows if r["blend"] > 0), key=lambda r: r["mean cpm"])
+    # ties go to the smaller blend: the first stage alone unless the classifier adds something
+    best = max(rows, key=lambda r: r["mean cpm"])
     return best["blend"], rows
 
 
 def train_rescorer(
     model: str,
     out: Path,
-    train_sets: list[tuple[str, int, int]],
-    select_sets: list[tuple[str, int, int]],
+    train_sets: list[CandidateSource],
+    select_sets: list[CandidateSource],
     settings: RescorerSettings | None = None,
     workers: int = 2,
     tracking_uri: str | None = None,
-) -> tuple[Path, list[dict[str, float]]]:
-    """Steps 1-4 of the module docstring; returns OUT/rescorer.pt and the blend table."""
+) -> tuple[Path, float]:
+    """Steps 1-4 of the module docstring; returns OUT/rescorer.pt and the chosen blend."""
     from ductai.training.tracking import RunTracker, resolve_tracking_uri
 
     settings = settings or RescorerSettings()
@@ -253,7 +308,7 @@ def train_rescorer(
     train, val = _split(
         CandidateSet.concatenate(recorded[: len(train_sets)]), settings.val_fraction
     )
-    select = {f"{p} {s}": d for (p, _, s), d in zip(select_sets, recorded[len(train_sets) :])}
+    select = {s.label: d for s, d in zip(select_sets, recorded[len(train_sets) :])}
     tracker = RunTracker(
         resolve_tracking_uri(tracking_uri, out), "ductai-rescorer", out / "mlartifacts"
     )
@@ -261,8 +316,8 @@ def train_rescorer(
     tracker.log_params(
         {
             **{k: str(v) for k, v in settings.__dict__.items()},
-            "train_sets": str(train_sets),
-            "select_sets": str(select_sets),
+            "train_sets": ",".join(s.name for s in train_sets),
+            "select_sets": ",".join(s.name for s in select_sets),
             "train_candidates": str(len(train)),
             "train_lesion_candidates": str(int(train.target.sum())),
         }
@@ -290,8 +345,8 @@ def train_rescorer(
                 "blend": blend,
                 "trained_on": {
                     "first_stage": str(model),
-                    "train_sets": [list(s) for s in train_sets],
-                    "select_sets": [list(s) for s in select_sets],
+                    "train_sets": [s.name for s in train_sets],
+                    "select_sets": [s.name for s in select_sets],
                     "candidates": len(train),
                     "lesion_candidates": int(train.target.sum()),
                 },
@@ -305,7 +360,7 @@ def train_rescorer(
     tracker.log_artifact(path)
     tracker.flush()
     tracker.end()
-    return path, table
+    return path, blend
 
 
 def _report(history: list[dict], table: list[dict], blend: float) -> str:

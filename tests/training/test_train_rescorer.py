@@ -75,10 +75,16 @@ def test_candidate_sets_round_trip_and_concatenate(tmp_path):
     assert both.view.max() == 4 and both.truths[both.view[-1]].key == "view2"
 
 
-def test_parse_sets_names_the_bad_item():
-    assert parse_sets("hard:12:900, default:20:901") == [("hard", 12, 900), ("default", 20, 901)]
+def test_parse_sets_names_the_bad_item(tmp_path):
+    (tmp_path / "views.json").write_text("{}")
+    hard, default, views = parse_sets(f"hard:12:900, default:20:901,{tmp_path / 'views.json'}@val")
+    assert (hard.preset, hard.breasts, hard.seed, hard.name) == ("hard", 12, 900, "hard-12-900")
+    assert default.label == "default 901"
+    assert views.datalist == tmp_path / "views.json" and views.split == "val"
     with pytest.raises(ValueError, match=r"'hard:12'.*PRESET:BREASTS:SEED"):
         parse_sets("hard:12")
+    with pytest.raises(ValueError, match=r"datalist .*gone\.json not found"):
+        parse_sets(f"{tmp_path / 'gone.json'}@train")
 
 
 @pytest.mark.slow
@@ -86,8 +92,9 @@ def test_train_rescorer_command_end_to_end(tmp_path):
     """The shipped first stage on simulated breasts: record, train, choose, add to a bundle,
     and the bundle then rescores what it reports."""
     from ductai.cli import main
-    from ductai.inference.bundle import load_bundle
+    from ductai.inference.bundle import load_bundle, set_rescorer
     from ductai.inference.predictor import Predictor
+    from ductai.inference.rescoring import Rescorer
     from ductai.training.rescorer_data import record_candidates
 
     bundle = tmp_path / "bundle"
@@ -123,6 +130,10 @@ def test_train_rescorer_command_end_to_end(tmp_path):
     assert len(recorded.truths) == 4 and set(recorded.view) <= set(range(4))
     assert (out / "mlflow.db").is_file()
 
+    blend = Rescorer.load(out / "rescorer.pt").blend
+    if blend == 0:  # no gain on the selection set: the bundle is left as it was
+        assert load_bundle(bundle).rescorer_file is None
+        set_rescorer(bundle, out / "rescorer.pt")
     loaded = load_bundle(bundle)
     assert loaded.rescorer_file is not None and loaded.operating_threshold is None
     predictor = Predictor.from_path(bundle, num_threads=2, score_threshold=0.05)
