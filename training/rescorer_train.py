@@ -34,10 +34,12 @@ import torch
 from torch import nn
 
 import ductai
+from ductai.data.datalist import SPLITS
 from ductai.inference.candidates import FEATURES, clipped_logit
 from ductai.inference.rescoring import PATCH_SIZE, SCALES, TASK, Rescorer
 from ductai.models.checkpoint import save_checkpoint
 from ductai.models.rescorer import CandidateClassifier
+from ductai.training.evaluate_inference import SPLIT_ALIASES
 from ductai.training.rescorer_data import CandidateSet, score_ordering
 
 __all__ = ["BLENDS", "CandidateSource", "RescorerSettings", "parse_sets", "train_rescorer"]
@@ -70,7 +72,7 @@ class CandidateSource:
     breasts: int = 0
     seed: int = 0
     datalist: Path | None = None
-    split: str = "train"
+    split: str = "training"
 
     @property
     def name(self) -> str:
@@ -100,15 +102,18 @@ class CandidateSource:
 
 
 def parse_sets(text: str) -> list[CandidateSource]:
-    """``hard:120:3100,my_views.json@val`` -> sources: PRESET:BREASTS:SEED simulated sets,
-    or DATALIST.json[@SPLIT] (split ``train`` by default)."""
+    """``hard:120:3100,my_views.json@validation`` -> sources: PRESET:BREASTS:SEED simulated
+    sets, or DATALIST.json[@SPLIT] (training, validation or test; training by default)."""
     sets = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         path, _, split = item.partition("@")
         if path.endswith(".json"):
             if not Path(path).is_file():
                 raise ValueError(f"set {item!r}: datalist {path} not found")
-            sets.append(CandidateSource(datalist=Path(path), split=split or "train"))
+            split = SPLIT_ALIASES.get(split, split or "training")
+            if split not in SPLITS:
+                raise ValueError(f"set {item!r}: split {split!r} is not one of {SPLITS}")
+            sets.append(CandidateSource(datalist=Path(path), split=split))
             continue
         parts = item.split(":")
         if len(parts) != 3 or not parts[1].isdigit() or not parts[2].lstrip("-").isdigit():

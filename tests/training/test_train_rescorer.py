@@ -1,5 +1,6 @@
 """The candidate rescorer: recording candidates of simulated views, learning, the CLI."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -78,13 +79,16 @@ def test_candidate_sets_round_trip_and_concatenate(tmp_path):
 def test_parse_sets_names_the_bad_item(tmp_path):
     (tmp_path / "views.json").write_text("{}")
     hard, default, views = parse_sets(f"hard:12:900, default:20:901,{tmp_path / 'views.json'}@val")
+    assert parse_sets(str(tmp_path / "views.json"))[0].split == "training"
     assert (hard.preset, hard.breasts, hard.seed, hard.name) == ("hard", 12, 900, "hard-12-900")
     assert default.label == "default 901"
-    assert views.datalist == tmp_path / "views.json" and views.split == "val"
+    assert views.datalist == tmp_path / "views.json" and views.split == "validation"
     with pytest.raises(ValueError, match=r"'hard:12'.*PRESET:BREASTS:SEED"):
         parse_sets("hard:12")
     with pytest.raises(ValueError, match=r"datalist .*gone\.json not found"):
-        parse_sets(f"{tmp_path / 'gone.json'}@train")
+        parse_sets(f"{tmp_path / 'gone.json'}@training")
+    with pytest.raises(ValueError, match=r"split 'tune' is not one of"):
+        parse_sets(f"{tmp_path / 'views.json'}@tune")
 
 
 @pytest.mark.slow
@@ -95,32 +99,21 @@ def test_train_rescorer_command_end_to_end(tmp_path):
     from ductai.inference.bundle import load_bundle, set_rescorer
     from ductai.inference.predictor import Predictor
     from ductai.inference.rescoring import Rescorer
+    from ductai.simulation.generate import generate_dataset, load_simulation_config
     from ductai.training.rescorer_data import record_candidates
 
     bundle = tmp_path / "bundle"
-    shutil.copytree(
-        ROOT / "models" / "default", bundle, ignore=shutil.ignore_patterns("evaluation")
-    )
+    shutil.copytree(ROOT / "models" / "default", bundle, ignore=shutil.ignore_patterns("eval*"))
+    # the selection views come as a hospital's would: a datalist split
+    hospital = tmp_path / "hospital"
+    generate_dataset(hospital, n_breasts=2, seed=22, config=load_simulation_config("hard"))
+    splits = json.loads((hospital / "datalist.json").read_text())
+    split = next(k for k in ("validation", "test", "training") if splits.get(k))
     out = tmp_path / "rescorer"
-    argv = [
-        "train-rescorer",
-        "--model",
-        str(ROOT / "models" / "default"),
-        "--out",
-        str(out),
-        "--train",
-        "default:2:21",
-        "--select",
-        "hard:1:22",
-        "--epochs",
-        "2",
-        "--workers",
-        "1",
-        "--threads",
-        "2",
-        "--into",
-        str(bundle),
-    ]
+    model = str(ROOT / "models" / "default")
+    argv = ["train-rescorer", "--model", model, "--out", str(out), "--train", "default:2:21"]
+    argv += ["--select", f"{hospital / 'datalist.json'}@{split}", "--epochs", "2"]
+    argv += ["--workers", "1", "--threads", "2", "--into", str(bundle)]
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     assert "| blend |" in report and "(chosen)" in report
@@ -128,6 +121,7 @@ def test_train_rescorer_command_end_to_end(tmp_path):
     recorded = CandidateSet.load(path)
     assert recorded.patches.shape[1:] == (6, 64, 64) and recorded.target.sum() > 0
     assert len(recorded.truths) == 4 and set(recorded.view) <= set(range(4))
+    assert len(list((out / "sets").glob(f"datalist-{split}-*.npz"))) == 1
     assert (out / "mlflow.db").is_file()
 
     blend = Rescorer.load(out / "rescorer.pt").blend
@@ -137,11 +131,8 @@ def test_train_rescorer_command_end_to_end(tmp_path):
     loaded = load_bundle(bundle)
     assert loaded.rescorer_file is not None and loaded.operating_threshold is None
     predictor = Predictor.from_path(bundle, num_threads=2, score_threshold=0.05)
-    image = sorted((out / "sets" / "hard-1-22" / "images").glob("*.dcm"))[0]
-    prediction = predictor.predict(image)
+    prediction = predictor.predict(sorted((hospital / "images").glob("*.dcm"))[0])
     assert prediction.model["sha256"]["rescorer.pt"] == loaded.sha256["rescorer.pt"]
-    # the rescorer reorders the same candidates the first stage proposes
-    first = record_candidates(
-        Predictor.from_path(bundle, num_threads=2, rescore=False), out / "sets" / "hard-1-22"
-    )
+    # the rescorer reorders the candidates the first stage proposes, it adds none
+    first = record_candidates(Predictor.from_path(bundle, num_threads=2, rescore=False), hospital)
     assert len(prediction.detections) <= int((first.view == 0).sum())
