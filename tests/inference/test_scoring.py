@@ -181,6 +181,18 @@ def test_datalist_split_is_scored(simulated_study, tmp_path):
     assert result.metrics["mimic_fp_per_image"] == 0
 
 
+def test_datalist_split_names_short_forms_and_mistakes(simulated_study):
+    from ductai.training.evaluate_inference import _datalist_entries
+
+    datalist = simulated_study.root / "datalist.json"
+    doc = json.loads(datalist.read_text())
+    for short, full in (("train", "training"), ("val", "validation")):
+        if doc.get(full):
+            assert len(_datalist_entries(datalist, short)) == len(doc[full])
+    with pytest.raises(ValueError, match=r"no split 'tune'; a datalist has training, valid"):
+        _datalist_entries(datalist, "tune")
+
+
 def test_distance_truth_is_the_views_own_projected_distance(simulated_study, truths):
     raw = [
         json.loads(p.read_text()) for p in sorted((simulated_study.root / "labels").glob("*.json"))
