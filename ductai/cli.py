@@ -204,8 +204,9 @@ def _add_train_rescorer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-rescorer",
         help="train a bundle's second-stage candidate classifier on simulated views",
-        description="Records the bundle's lesion candidates on simulated sets, trains the "
-        "classifier that rescores them, chooses how much it weighs on the --select sets "
+        description="Records the bundle's lesion candidates on simulated sets or datalist "
+        "splits, trains the classifier that rescores them, chooses how much it weighs on the "
+        "--select sets "
         "(training/rescorer_train.py). --into adds it to a bundle; recalibrate that bundle "
         "afterwards (ductai evaluate --model BUNDLE --calibrate).",
     )
@@ -214,14 +215,15 @@ def _add_train_rescorer(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train",
         default="hard:120:3100,default:130:3101",
-        help="training sets PRESET:BREASTS:SEED,... (default: %(default)s)",
+        help="training sets, comma-separated: PRESET:BREASTS:SEED (simulated) or "
+        "DATALIST.json@SPLIT (default: %(default)s)",
     )
     p.add_argument(
         "--select",
         default="hard:12:900,default:20:901",
         help="sets that choose the blend, never the test seeds (default: %(default)s)",
     )
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
     p.add_argument("--workers", type=int, default=2, help="processes recording the sets")
     p.add_argument("--threads", type=int, default=2, help="torch threads while training")
     p.add_argument("--into", type=Path, help="bundle folder to add the trained rescorer to")

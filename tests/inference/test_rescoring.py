@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy.special import expit
+from scipy.special import expit, logit
 
 from ductai.data.labels import CLASSES
 from ductai.inference.bundle import load_bundle, set_operating_point, set_rescorer, write_bundle
@@ -33,10 +33,10 @@ def test_candidate_table_features_describe_each_candidate():
     table = candidate_table(findings, lesion, 0.1, 4, 0.5, mimics=mimics)
     f = {name: table.features[:, i] for i, name in enumerate(FEATURES)}
     np.testing.assert_allclose(f["component"], [1, 0])
-    np.testing.assert_allclose(f["peak"], [0.9, 0], rtol=1e-6)
-    np.testing.assert_allclose(f["mean"], [(99 * 0.3 + 0.9) / 100, 0], rtol=1e-5)
+    np.testing.assert_allclose(f["peak_logit"], logit([0.9, 1e-6]), rtol=1e-5)
+    np.testing.assert_allclose(f["mean_logit"], logit([(99 * 0.3 + 0.9) / 100, 1e-6]), rtol=1e-5)
     np.testing.assert_allclose(f["log_area"], np.log([100, 10 * 16]), rtol=1e-6)
-    np.testing.assert_allclose(f["detector"], [0.7, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(f["detector_logit"], logit([0.7, 0.4]), rtol=1e-5)
     np.testing.assert_allclose(f["mimic"], [0.6, 0.0], rtol=1e-6)
     np.testing.assert_allclose(f["log_width"], np.log([10, 10]), rtol=1e-6)
     np.testing.assert_allclose(f["log_height"], np.log([10, 16]), rtol=1e-6)
@@ -75,6 +75,7 @@ def _rescorer_checkpoint(path, blend=0.5, task="rescoring", features=FEATURES, s
     kwargs = {"in_channels": 6, "n_features": len(FEATURES), "channels": [4, 8, 8, 16]}
     net = CandidateClassifier(**kwargs)
     net.feature_norm.running_mean.fill_(0.5)  # not the initial statistics: saved and loaded
+    torch.nn.init.normal_(net.head[-1].weight, std=1.0)  # a correction that is not zero
     save_checkpoint(
         path,
         {
@@ -104,13 +105,22 @@ def test_rescorer_blends_its_logit_with_the_first_stage_score(tmp_path):
     assert rescorer.size == 32 and rescorer.scales == (1, 3) and rescorer.blend == 0.5
     assert float(rescorer.model.feature_norm.running_mean[0]) == 0.5
     maps, boxes, features, scores = _maps_and_candidates()
-    logits = rescorer.logits(maps, boxes, features)
+    logits = rescorer.logits(maps, boxes, features, scores)
     assert logits.shape == (3,) and np.isfinite(logits).all()
+    assert not np.allclose(logits, logit(scores), atol=1e-3)
     rescorer.blend = 1.0
     np.testing.assert_allclose(rescorer.rescore(scores, maps, boxes, features), expit(logits))
     rescorer.blend = 0.0
     np.testing.assert_allclose(rescorer.rescore(scores, maps, boxes, features), scores, atol=1e-9)
     assert len(rescorer.rescore(np.zeros(0), maps, np.zeros((0, 4)), np.zeros((0, 8)))) == 0
+
+
+def test_an_untrained_classifier_ranks_as_the_first_stage():
+    maps, boxes, features, scores = _maps_and_candidates()
+    rescorer = Rescorer(model=CandidateClassifier(channels=(4, 8, 8, 16)).eval(), blend=1.0)
+    np.testing.assert_allclose(
+        rescorer.logits(maps, boxes, features, scores), logit(scores), rtol=1e-5
+    )
 
 
 def test_rescorer_checkpoint_errors_name_the_file(tmp_path):
