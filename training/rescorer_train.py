@@ -293,7 +293,8 @@ def choose_blend(
         row["mean cpm"] = float(np.mean([row[f"{n} cpm"] for n in select]))
         rows.append(row)
     # ties go to the smaller blend: the first stage alone unless the classifier adds something
-    best = max(rows, key=lambda r: r["mean cpm"])
+    # (rounded: the same detections give CPMs that differ in the 16th digit)
+    best = max(rows, key=lambda r: round(r["mean cpm"], 9))
     return best["blend"], rows
 
 
@@ -352,7 +353,7 @@ def train_rescorer(
                 "patch": {"size": PATCH_SIZE, "scales": list(SCALES)},
                 "blend": blend,
                 "trained_on": {
-                    "first_stage": str(model),
+                    "first_stage": _identity(model),
                     "train_sets": [s.name for s in train_sets],
                     "select_sets": [s.name for s in select_sets],
                     "candidates": len(train),
@@ -369,6 +370,15 @@ def train_rescorer(
     tracker.flush()
     tracker.end()
     return path, blend
+
+
+def _identity(model: str) -> str:
+    """The first stage's name, version and weights, not the path it was read from."""
+    from ductai.inference.bundle import load_bundle
+
+    bundle = load_bundle(model)
+    nets = ", ".join(f"{t} {bundle.sha256[f.name][:12]}" for t, f in bundle.files.items())
+    return f"{bundle.name} {bundle.version} ({nets})"
 
 
 def _report(history: list[dict], table: list[dict], blend: float) -> str:

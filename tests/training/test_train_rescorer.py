@@ -136,3 +136,14 @@ def test_train_rescorer_command_end_to_end(tmp_path):
     # the rescorer reorders the candidates the first stage proposes, it adds none
     first = record_candidates(Predictor.from_path(bundle, num_threads=2, rescore=False), hospital)
     assert len(prediction.detections) <= int((first.view == 0).sum())
+
+
+def test_choose_blend_keeps_the_first_stage_when_the_rescorer_adds_nothing():
+    from ductai.models.rescorer import CandidateClassifier
+    from ductai.training.rescorer_train import choose_blend
+
+    views = _synthetic_set(6, seed=2)
+    untrained = CandidateClassifier(channels=(4, 4, 8, 8)).eval()  # ranks as the first stage
+    blend, table = choose_blend(untrained, {"a": views})
+    assert blend == 0.0
+    assert len({round(r["mean cpm"], 9) for r in table}) == 1
