@@ -42,7 +42,6 @@ __all__ = [
     "clipped_logit",
     "hits",
     "lesion_components",
-    "penalize_mimics",
     "penalized",
     "segmentation_candidates",
 ]
@@ -194,13 +193,3 @@ def penalized(scores: np.ndarray, mimic_score: np.ndarray, penalty: float) -> np
     if len(scores) == 0:
         return scores
     return expit(logit(np.clip(scores, 1e-6, 1 - 1e-6)) - penalty * mimic_score)
-
-
-def penalize_mimics(
-    scores: np.ndarray, boxes: np.ndarray, mimics: RawDetections, penalty: float
-) -> np.ndarray:
-    """Scores lowered in logit by ``penalty`` times the best mimic box hitting each box."""
-    if len(scores) == 0 or len(mimics.scores) == 0:
-        return scores
-    strongest = np.where(hits(boxes, mimics.boxes), mimics.scores[None, :], 0.0).max(axis=1)
-    return penalized(scores, strongest, penalty)
