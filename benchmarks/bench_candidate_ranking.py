@@ -48,7 +48,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def _unpenalized(c: CandidateSet) -> np.ndarray:
     """The rule's score before the mimic penalty: peak, or half the detector's score."""
     f = c.features
-    return np.where(f[:, F["component"]] > 0, f[:, F["peak"]], 0.5 * f[:, F["detector"]])
+    peak, detector = expit(f[:, F["peak_logit"]]), expit(f[:, F["detector_logit"]])
+    return np.where(f[:, F["component"]] > 0, peak, 0.5 * detector)
 
 
 def _penalty(weight: float) -> Callable[[CandidateSet], np.ndarray]:
@@ -61,7 +62,7 @@ ORDERINGS: dict[str, Callable[[CandidateSet], np.ndarray]] = {
         _logit(_unpenalized(c)) + 0.5 * c.features[:, F["log_area"]] * c.features[:, F["component"]]
     ),
     "+ logit(mean probability)": lambda c: expit(
-        _logit(_unpenalized(c)) + _logit(c.features[:, F["mean"]]) * c.features[:, F["component"]]
+        _logit(_unpenalized(c)) + c.features[:, F["mean_logit"]] * c.features[:, F["component"]]
     ),
     **{
         f"- {w:g} x mimic score{' (first stage since 0.4.1)' if w == 2 else ''}": _penalty(w)
