@@ -147,3 +147,19 @@ def test_choose_blend_keeps_the_first_stage_when_the_rescorer_adds_nothing():
     blend, table = choose_blend(untrained, {"a": views})
     assert blend == 0.0
     assert len({round(r["mean cpm"], 9) for r in table}) == 1
+
+
+def test_the_ranking_benchmark_reads_the_recorded_features():
+    """benchmarks/bench_candidate_ranking.py scores orderings of recorded candidates."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_candidate_ranking", ROOT / "benchmarks" / "bench_candidate_ranking.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    views = _synthetic_set(4, seed=3)
+    for name, ordering in bench.ORDERINGS.items():
+        scores = ordering(views)
+        assert scores.shape == (len(views),) and np.all((scores >= 0) & (scores <= 1)), name
+    assert bench.ceiling(views) == {"papilloma": "4/4"}
