@@ -104,6 +104,7 @@ def test_train_rescorer_command_end_to_end(tmp_path):
 
     bundle = tmp_path / "bundle"
     shutil.copytree(ROOT / "models" / "default", bundle, ignore=shutil.ignore_patterns("eval*"))
+    set_rescorer(bundle, None)  # the first stage alone, as a user's bundle starts
     # the selection views come as a hospital's would: a datalist split
     hospital = tmp_path / "hospital"
     generate_dataset(hospital, n_breasts=2, seed=22, config=load_simulation_config("hard"))
