@@ -36,7 +36,8 @@ from ductai.inference.candidates import FEATURES
 from ductai.inference.rescoring import Rescorer
 from ductai.training.metrics.detection import hit_matrix
 from ductai.training.rescorer_data import CandidateSet, score_ordering
-from ductai.training.rescorer_train import BLENDS, _logits, blended, parse_sets, record_sets
+from ductai.training.rescorer_sets import parse_sets, record_sets
+from ductai.training.rescorer_train import BLENDS, _logits, blended
 
 F = {name: i for i, name in enumerate(FEATURES)}
 

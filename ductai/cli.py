@@ -233,7 +233,8 @@ def _add_train_rescorer(sub: argparse._SubParsersAction) -> None:
 def _run_train_rescorer(args: argparse.Namespace) -> int:
     from ductai.inference.bundle import set_rescorer
     from ductai.inference.run import resolve_model
-    from ductai.training.rescorer_train import RescorerSettings, parse_sets, train_rescorer
+    from ductai.training.rescorer_sets import parse_sets
+    from ductai.training.rescorer_train import RescorerSettings, train_rescorer
 
     model = resolve_model(args.model)
     settings = RescorerSettings(epochs=args.epochs, num_threads=args.threads)

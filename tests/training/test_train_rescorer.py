@@ -10,7 +10,8 @@ import pytest
 from ductai.inference.candidates import FEATURES
 from ductai.training.inference_scoring import ViewTruth
 from ductai.training.rescorer_data import CandidateSet, score_ordering
-from ductai.training.rescorer_train import RescorerSettings, blended, fit, parse_sets
+from ductai.training.rescorer_sets import parse_sets
+from ductai.training.rescorer_train import RescorerSettings, blended, fit
 
 ROOT = Path(__file__).resolve().parents[2]
 
