@@ -5,8 +5,8 @@
 
 1. Simulates each PRESET:N:SEED set (N breasts, 2 views each), or reads a datalist split
    (DATALIST.json@SPLIT: a hospital's annotated views), and records the bundle's first-stage
-   candidates on it (training/rescorer_data.py), once per set and pair of nets: cached
-   under OUT/sets.
+   candidates on it (training/rescorer_sets.py, training/rescorer_data.py), once per set and
+   pair of nets: cached under OUT/sets.
 2. Trains on the ``--train`` sets' candidates, the last ``val_fraction`` of views held out;
    the epoch kept is the one with the best CPM of the held-out views ranked by the classifier.
 3. Chooses ``blend`` (how much the classifier's logit replaces the first stage's,
