@@ -28,22 +28,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit, logit
+from scipy.special import expit
 
 from ductai.data.labels import FINDINGS
 from ductai.inference.bundle import load_bundle
-from ductai.inference.candidates import FEATURES
-from ductai.inference.rescoring import Rescorer
+from ductai.inference.candidates import FEATURES, clipped_logit
+from ductai.inference.rescoring import Rescorer, blend_scores
 from ductai.training.metrics.detection import hit_matrix
 from ductai.training.rescorer_data import CandidateSet, score_ordering
 from ductai.training.rescorer_sets import parse_sets, record_sets
-from ductai.training.rescorer_train import BLENDS, _logits, blended
+from ductai.training.rescorer_train import BLENDS, _logits
 
 F = {name: i for i, name in enumerate(FEATURES)}
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    return logit(np.clip(p, 1e-6, 1 - 1e-6))
 
 
 def _unpenalized(c: CandidateSet) -> np.ndarray:
@@ -54,16 +50,18 @@ def _unpenalized(c: CandidateSet) -> np.ndarray:
 
 
 def _penalty(weight: float) -> Callable[[CandidateSet], np.ndarray]:
-    return lambda c: expit(_logit(_unpenalized(c)) - weight * c.features[:, F["mimic"]])
+    return lambda c: expit(clipped_logit(_unpenalized(c)) - weight * c.features[:, F["mimic"]])
 
 
 ORDERINGS: dict[str, Callable[[CandidateSet], np.ndarray]] = {
     "peak probability (0.4.0)": _unpenalized,
     "+ 0.5 log(area)": lambda c: expit(
-        _logit(_unpenalized(c)) + 0.5 * c.features[:, F["log_area"]] * c.features[:, F["component"]]
+        clipped_logit(_unpenalized(c))
+        + 0.5 * c.features[:, F["log_area"]] * c.features[:, F["component"]]
     ),
     "+ logit(mean probability)": lambda c: expit(
-        _logit(_unpenalized(c)) + c.features[:, F["mean_logit"]] * c.features[:, F["component"]]
+        clipped_logit(_unpenalized(c))
+        + c.features[:, F["mean_logit"]] * c.features[:, F["component"]]
     ),
     **{
         f"- {w:g} x mimic score{' (first stage since 0.4.1)' if w == 2 else ''}": _penalty(w)
@@ -104,7 +102,9 @@ def main() -> None:
             logits = _logits(rescorer.model, views)
             for blend in BLENDS:
                 mark = " (shipped)" if blend == rescorer.blend else ""
-                orderings[f"rescorer, blend {blend:g}{mark}"] = blended(views.scores, logits, blend)
+                orderings[f"rescorer, blend {blend:g}{mark}"] = blend_scores(
+                    views.scores, logits, blend
+                )
         print(f"\n{source.label}: {len(views.truths)} views, {len(views)} candidates")
         print("recall ceiling (truth lesions hit by some candidate):", ceiling(views))
         print("| ordering | CPM | sens@1FP | image AUC | mimic FP/img at 1 FP |")

@@ -20,6 +20,17 @@ from ductai.data.errors import DatalistError
 from ductai.data.labels import CLASSES, UNKNOWN
 
 SPLITS = ("training", "validation", "test")
+SPLIT_ALIASES = {"train": "training", "val": "validation"}
+
+
+def resolve_split(name: str) -> str:
+    """A split's name in a datalist (``train`` and ``val`` accepted); a clear error otherwise."""
+    split = SPLIT_ALIASES.get(name, name)
+    if split not in SPLITS:
+        raise ValueError(f"no split {name!r}; a datalist has {', '.join(SPLITS)}")
+    return split
+
+
 PATH_FIELDS = ("image", "duct", "instances", "centerline", "truth")
 
 

@@ -39,6 +39,8 @@ BUNDLE_FILE = "bundle.json"
 # Reported-finding score threshold of a bundle that carries no calibrated operating point.
 DEFAULT_REPORT_THRESHOLD = 0.05
 TASKS = ("segmentation", "detection")
+RESCORER_TASK = "rescoring"  # the optional second stage's checkpoint (inference/rescoring.py)
+RESCORER_FILE = "rescorer.pt"
 # What inference needs from a training checkpoint; the optimizer, RNG and history are dropped.
 _KEEP = ("model", "config", "task", "run_id", "best", "ductai_version")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")  # runs:/, models:/, s3://, ... (not C:\)
@@ -144,10 +146,7 @@ def write_bundle(
     _check_spacings(spacings, folder)
     entry["spacing_mm"] = next(iter(spacings.values()))
     if rescorer is not None:
-        payload = _read(Path(rescorer))
-        _check_rescorer(payload, Path(rescorer))
-        save_checkpoint(folder / "rescorer.pt", payload)
-        entry["rescorer"] = "rescorer.pt"
+        entry["rescorer"] = _copy_rescorer(Path(rescorer), folder)
     # the descriptor last: a bundle is whole or absent
     atomic_write_text(folder / BUNDLE_FILE, json.dumps(entry, indent=1) + "\n")
     return folder
@@ -216,10 +215,7 @@ def set_rescorer(folder: str | os.PathLike, checkpoint: str | os.PathLike | None
     if checkpoint is None:
         entry.pop("rescorer", None)
     else:
-        payload = _read(Path(checkpoint))
-        _check_rescorer(payload, Path(checkpoint))
-        save_checkpoint(folder / "rescorer.pt", payload)
-        entry["rescorer"] = "rescorer.pt"
+        entry["rescorer"] = _copy_rescorer(Path(checkpoint), folder)
     entry.pop("operating_threshold", None)
     entry.pop("operating_point", None)
     atomic_write_text(descriptor, json.dumps(entry, indent=1) + "\n")
@@ -357,9 +353,13 @@ def _check_task(payload: dict[str, Any], task: str | None, path: Path) -> None:
         raise BundleError(f"{path}: a {held!r} checkpoint where a {task!r} one was expected")
 
 
-def _check_rescorer(payload: dict[str, Any], path: Path) -> None:
-    if payload.get("task") != "rescoring":
-        raise BundleError(f"{path}: a {payload.get('task')!r} checkpoint, not a rescorer")
+def _copy_rescorer(checkpoint: Path, folder: Path) -> str:
+    """A rescorer checkpoint copied into a bundle folder; its file name there."""
+    payload = _read(checkpoint)
+    if payload.get("task") != RESCORER_TASK:
+        raise BundleError(f"{checkpoint}: a {payload.get('task')!r} checkpoint, not a rescorer")
+    save_checkpoint(folder / RESCORER_FILE, payload)
+    return RESCORER_FILE
 
 
 def _check_spacings(spacings: dict[str, float], where: Path) -> None:

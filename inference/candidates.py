@@ -6,7 +6,7 @@ than the detector's boxes, with or without score fusion: FROC CPM 0.46 / 0.61 ag
 0.30 / 0.47 for the fused boxes (model 0.3.0). The detector still names the class, marks the
 mimics and adds what the channel missed.
 
-Rule (``segmentation_candidates``):
+Rule (``candidate_table``; ``CandidateTable.penalized_scores`` applies the mimic penalty):
 * one candidate per 8-connected component of ``lesion >= threshold`` with at least
   ``min_area_px`` pixels; its box is the component's extent, its score the component's
   highest probability;
@@ -42,8 +42,6 @@ __all__ = [
     "clipped_logit",
     "hits",
     "lesion_components",
-    "penalized",
-    "segmentation_candidates",
 ]
 
 FALLBACK_LABEL = "papilloma"
@@ -104,6 +102,13 @@ class CandidateTable:
     detections: RawDetections  # scores: the rule's (peak, or detector_weight x detector)
     features: np.ndarray
     mimic_score: np.ndarray  # best detector mimic box hitting each candidate (0 for none)
+
+    def penalized_scores(self, penalty: float) -> np.ndarray:
+        """``logit(s') = logit(s) - penalty * m`` for the candidates a mimic box hits."""
+        scores = self.detections.scores
+        if penalty <= 0 or not self.mimic_score.any():
+            return scores
+        return expit(clipped_logit(scores) - penalty * self.mimic_score)
 
 
 FEATURES = (
@@ -168,28 +173,3 @@ def candidate_table(
         ]
     ).reshape(-1, len(FEATURES))
     return CandidateTable(dets, features.astype(np.float32), mimic_score)
-
-
-def segmentation_candidates(
-    findings: RawDetections,
-    lesion: np.ndarray,
-    threshold: float = 0.1,
-    min_area_px: int = 4,
-    detector_weight: float = 0.5,
-    mimics: RawDetections | None = None,
-    mimic_penalty: float = 0.0,
-) -> RawDetections:
-    """Findings of one image (module docstring); ``findings`` and ``mimics`` are the detector's,
-    on the same grid as ``lesion``."""
-    table = candidate_table(findings, lesion, threshold, min_area_px, detector_weight, mimics)
-    out = table.detections
-    if mimic_penalty > 0 and mimics is not None and len(mimics):
-        out.scores = penalized(out.scores, table.mimic_score, mimic_penalty)
-    return out
-
-
-def penalized(scores: np.ndarray, mimic_score: np.ndarray, penalty: float) -> np.ndarray:
-    """``logit(s') = logit(s) - penalty * m``; clipped: a saturated 1.0 would stay 1.0."""
-    if len(scores) == 0:
-        return scores
-    return expit(logit(np.clip(scores, 1e-6, 1 - 1e-6)) - penalty * mimic_score)

@@ -30,7 +30,7 @@ from ductai.data.canonical import to_canonical
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.galactogram import Galactogram
 from ductai.inference.bundle import DEFAULT_REPORT_THRESHOLD, ModelBundle, load_bundle
-from ductai.inference.candidates import CandidateTable, candidate_table, penalized
+from ductai.inference.candidates import CandidateTable, candidate_table
 from ductai.inference.crop import Crop, breast_crop
 from ductai.inference.postprocess import (
     RawDetections,
@@ -74,7 +74,7 @@ class PredictorOptions:
     # Where findings come from with both nets: "segmentation" (inference/candidates.py: lesion
     # channel components, labelled by the detector) or "detector" (its boxes, scores fused).
     lesion_source: str = "segmentation"
-    component_threshold: float = 0.1  # candidates.segmentation_candidates
+    component_threshold: float = 0.1  # candidates.candidate_table
     min_component_px: int = 4
     detector_weight: float = 0.5  # detector findings no component explains
     # logit penalty per unit score of a detector mimic box hitting a candidate (segmentation source)
@@ -207,11 +207,7 @@ class Predictor:
                 for name in ("pixels", "outline_pixels"):  # cached_property: recomputed on demand
                     image.__dict__.pop(name, None)
         with _timer(timings, "crop"):
-            crop = (
-                breast_crop(canonical, margin=self.options.crop_margin_px)
-                if self.options.crop_to_breast
-                else Crop.whole(canonical.shape)
-            )
+            crop = self.crop(canonical)
         duct, lesion, dets = self.predict_canonical(canonical, crop, timings)
         timings["total"] = time.perf_counter() - start
         findings, mimics = dets
@@ -240,21 +236,36 @@ class Predictor:
         """Views one after the other with the same loaded nets."""
         return [self.predict(image) for image in images]
 
+    def crop(self, canonical: np.ndarray) -> Crop:
+        """The part of a canonical image the nets see: the breast, or all of it."""
+        if not self.options.crop_to_breast:
+            return Crop.whole(canonical.shape)
+        return breast_crop(canonical, margin=self.options.crop_margin_px)
+
+    def run_nets(
+        self, canonical: np.ndarray, crop: Crop, timings: dict | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, RawDetections]:
+        """(crop pixels, segmentation probabilities [2, h, w] or None, raw detector boxes),
+        all on the crop's grid."""
+        timings = {} if timings is None else timings
+        pixels = np.ascontiguousarray(crop.apply(canonical), dtype=np.float32)
+        x = torch.from_numpy(pixels)[None, None].to(self.device)
+        with torch.inference_mode():
+            with _timer(timings, "segmentation"):
+                probs = self._segment(x) if self.inferer is not None else None
+            with _timer(timings, "detection"):
+                raw = self._detect(x) if self.detector is not None else RawDetections.empty()
+        return pixels, probs, raw
+
     def predict_canonical(
         self, canonical: np.ndarray, crop: Crop | None = None, timings: dict | None = None
     ) -> tuple[np.ndarray | None, np.ndarray, tuple[list[Detection], list[Detection]]]:
         """(duct_prob, lesion_prob, (findings, mimics)) of a canonical image, full grid."""
         timings = {} if timings is None else timings
         crop = crop or Crop.whole(canonical.shape)
-        x = torch.from_numpy(np.ascontiguousarray(crop.apply(canonical), dtype=np.float32))
-        x = x[None, None].to(self.device)
-        with torch.inference_mode():
-            with _timer(timings, "segmentation"):
-                probs = self._segment(x) if self.inferer is not None else None
-            with _timer(timings, "detection"):
-                raw = self._detect(x) if self.detector is not None else RawDetections.empty()
+        pixels, probs, raw = self.run_nets(canonical, crop, timings)
         with _timer(timings, "postprocess"):
-            return self.postprocess(probs, raw, crop, x[0, 0].cpu().numpy())
+            return self.postprocess(probs, raw, crop, pixels)
 
     def postprocess(
         self,
@@ -269,10 +280,9 @@ class Predictor:
         ``image`` the crop the nets saw (the rescorer's patches; without it, no rescoring).
         """
         o = self.options
-        raw = nms_across_classes(raw, o.nms_iou)
-        found, mimic = split_mimics(raw)
+        found, mimic = self.findings_and_mimics(raw)
         lesion_crop = probs[1] if probs is not None else None
-        if self.uses_candidates(probs):
+        if self.uses_candidates and probs is not None:
             table = self.candidate_table(found, mimic, lesion_crop)
             found = self.score_candidates(table, image, probs)
         else:
@@ -293,14 +303,19 @@ class Predictor:
             np.maximum(lesion, gauss, out=lesion)
         return duct, lesion, (_records(found), _records(mimic))
 
-    def uses_candidates(self, probs: np.ndarray | None) -> bool:
+    @property
+    def uses_candidates(self) -> bool:
         """Findings from lesion-channel components (inference/candidates.py)? They need the
         detector to name their class: a segmentation-only bundle reports no findings."""
         return (
-            probs is not None
+            self.inferer is not None
             and self.detector is not None
             and self.options.lesion_source == "segmentation"
         )
+
+    def findings_and_mimics(self, raw: RawDetections) -> tuple[RawDetections, RawDetections]:
+        """The detector's boxes after NMS across classes, findings and mimics apart."""
+        return split_mimics(nms_across_classes(raw, self.options.nms_iou))
 
     def candidate_table(
         self, findings: RawDetections, mimics: RawDetections, lesion: np.ndarray
@@ -325,9 +340,7 @@ class Predictor:
     ) -> RawDetections:
         """Candidates with their final scores: the mimic penalty, then the rescorer."""
         dets = table.detections
-        scores = dets.scores
-        if self.options.mimic_penalty > 0 and table.mimic_score.any():
-            scores = penalized(scores, table.mimic_score, self.options.mimic_penalty)
+        scores = table.penalized_scores(self.options.mimic_penalty)
         if rescore and self.rescorer is not None and image is not None:
             maps = np.stack([image, probs[1], probs[0]])
             scores = self.rescorer.rescore(scores, maps, dets.boxes, table.features)

@@ -15,23 +15,29 @@ probability maps, centred on the candidate's box, ``size`` pixels at each of ``s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import expit, logit
+from scipy.special import expit
 
+from ductai.inference.bundle import RESCORER_TASK
 from ductai.inference.candidates import FEATURES, clipped_logit
 from ductai.models.checkpoint import CheckpointError, load_checkpoint
 from ductai.models.rescorer import CandidateClassifier
 
-__all__ = ["PATCH_SIZE", "SCALES", "Rescorer", "RescorerError", "candidate_patches"]
+__all__ = [
+    "PATCH_SIZE",
+    "SCALES",
+    "Rescorer",
+    "RescorerError",
+    "blend_scores",
+    "candidate_patches",
+]
 
 PATCH_SIZE = 64
 SCALES = (1, 3)
-TASK = "rescoring"
 
 
 class RescorerError(ValueError):
@@ -59,6 +65,11 @@ def candidate_patches(
     return out
 
 
+def blend_scores(first: np.ndarray, second: np.ndarray, blend: float) -> np.ndarray:
+    """Final scores from first-stage scores and classifier logits (module docstring)."""
+    return expit((1 - blend) * clipped_logit(first) + blend * second)
+
+
 @dataclass
 class Rescorer:
     """A trained candidate classifier and how its logit joins the first stage's score."""
@@ -67,8 +78,6 @@ class Rescorer:
     blend: float
     size: int = PATCH_SIZE
     scales: tuple[int, ...] = SCALES
-    path: Path | None = None
-    info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Rescorer:
@@ -77,7 +86,7 @@ class Rescorer:
             payload = load_checkpoint(path)
         except (CheckpointError, FileNotFoundError) as e:
             raise RescorerError(str(e)) from e
-        if payload.get("task") != TASK:
+        if payload.get("task") != RESCORER_TASK:
             raise RescorerError(f"{path}: a {payload.get('task')!r} checkpoint, not a rescorer")
         config = payload["config"]
         if tuple(config.get("features", ())) != FEATURES:
@@ -93,8 +102,6 @@ class Rescorer:
             blend=float(config["blend"]),
             size=int(config["patch"]["size"]),
             scales=tuple(int(s) for s in config["patch"]["scales"]),
-            path=path,
-            info={k: config[k] for k in ("trained_on",) if k in config},
         )
 
     @torch.inference_mode()
@@ -117,6 +124,5 @@ class Rescorer:
         """New scores of the candidates (module docstring)."""
         if len(scores) == 0:
             return scores
-        first = logit(np.clip(scores, 1e-6, 1 - 1e-6))
         second = self.logits(maps, boxes, features, scores)
-        return expit((1 - self.blend) * first + self.blend * second)
+        return blend_scores(scores, second, self.blend)

@@ -98,15 +98,13 @@ def _simulated_entries(out: Path, preset: str, n: int, seed: int, workers: int) 
     return datalist_from_simulation(out)
 
 
-SPLIT_ALIASES = {"train": "training", "val": "validation"}
-
-
 def _datalist_entries(datalist: Path, split: str) -> list:
-    from ductai.data.datalist import SPLITS, load_datalist
+    from ductai.data.datalist import load_datalist, resolve_split
 
-    split = SPLIT_ALIASES.get(split, split)
-    if split not in SPLITS:
-        raise ValueError(f"{datalist}: no split {split!r}; a datalist has {', '.join(SPLITS)}")
+    try:
+        split = resolve_split(split)
+    except ValueError as e:
+        raise ValueError(f"{datalist}: {e}") from None
     entries = load_datalist(datalist)[split]
     if not entries:
         raise ValueError(f"{datalist}: the {split!r} list is empty")

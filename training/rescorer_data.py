@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ductai.data.canonical import to_canonical
 from ductai.data.datalist import DatalistEntry, datalist_from_simulation
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.labels import CLASSES, FINDINGS
-from ductai.inference.crop import Crop, breast_crop
-from ductai.inference.postprocess import nms_across_classes, split_mimics
 from ductai.inference.predictor import Predictor
 from ductai.inference.rescoring import candidate_patches
 from ductai.training.inference_scoring import ViewTruth, truth_from_datalist_entry
@@ -84,7 +81,7 @@ _ARRAYS = ("patches", "features", "scores", "labels", "boxes", "target", "view")
 def record_candidates(predictor: Predictor, views: Path | list[DatalistEntry]) -> CandidateSet:
     """Every first-stage candidate of ``views``: datalist entries with boxes, or the folder
     of a ``ductai simulate`` run."""
-    if not predictor.uses_candidates(np.zeros(1)):
+    if not predictor.uses_candidates:
         raise ValueError(
             "the rescorer needs a bundle with both nets and lesion_source segmentation"
         )
@@ -105,18 +102,11 @@ def record_candidates(predictor: Predictor, views: Path | list[DatalistEntry]) -
 
 
 def _view_candidates(predictor: Predictor, path: Path) -> dict[str, np.ndarray]:
-    image = read_galactogram(path)
-    canonical, geometry = to_canonical(image, predictor.spacing_mm)
-    o = predictor.options
-    crop = breast_crop(canonical, margin=o.crop_margin_px) if o.crop_to_breast else None
-    crop = crop or Crop.whole(canonical.shape)
-    pixels = np.ascontiguousarray(crop.apply(canonical), dtype=np.float32)
-    x = torch.from_numpy(pixels)[None, None].to(predictor.device)
-    with torch.inference_mode():
-        probs = predictor._segment(x)
-        raw = predictor._detect(x)
-    found, mimics = split_mimics(nms_across_classes(raw, o.nms_iou))
-    table = predictor.candidate_table(found, mimics, probs[1])
+    """``Predictor.predict`` up to the first stage's scores, with the rescorer's inputs."""
+    canonical, geometry = to_canonical(read_galactogram(path), predictor.spacing_mm)
+    crop = predictor.crop(canonical)
+    pixels, probs, raw = predictor.run_nets(canonical, crop)
+    table = predictor.candidate_table(*predictor.findings_and_mimics(raw), probs[1])
     dets = predictor.score_candidates(table, pixels, probs, rescore=False)
     maps = np.stack([pixels, probs[1], probs[0]])
     return {

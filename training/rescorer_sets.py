@@ -14,8 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ductai.data.datalist import SPLITS
-from ductai.training.evaluate_inference import SPLIT_ALIASES
+from ductai.data.datalist import resolve_split
 from ductai.training.rescorer_data import CandidateSet
 
 __all__ = ["CandidateSource", "parse_sets", "record_sets"]
@@ -68,9 +67,10 @@ def parse_sets(text: str) -> list[CandidateSource]:
         if path.endswith(".json"):
             if not Path(path).is_file():
                 raise ValueError(f"set {item!r}: datalist {path} not found")
-            split = SPLIT_ALIASES.get(split, split or "training")
-            if split not in SPLITS:
-                raise ValueError(f"set {item!r}: split {split!r} is not one of {SPLITS}")
+            try:
+                split = resolve_split(split or "training")
+            except ValueError as e:
+                raise ValueError(f"set {item!r}: {e}") from None
             sets.append(CandidateSource(datalist=Path(path), split=split))
             continue
         parts = item.split(":")
@@ -87,19 +87,18 @@ def parse_sets(text: str) -> list[CandidateSource]:
 
 def _record(model: str, source: CandidateSource, out: Path) -> Path:
     """One set's candidates, recorded once (a worker process, one thread)."""
-    from ductai.inference.predictor import Predictor
+    from ductai.inference.bundle import load_bundle
+    from ductai.inference.predictor import Predictor, PredictorOptions
     from ductai.training.evaluate_inference import SCORING_THRESHOLD
     from ductai.training.rescorer_data import record_candidates
 
-    predictor = Predictor.from_path(
-        model, score_threshold=SCORING_THRESHOLD, num_threads=1, rescore=False
-    )
+    bundle = load_bundle(model)
     # candidates depend on the nets and the views: a cache per both (the rescorer plays no part)
-    nets = predictor.bundle.files.values()
-    key = "".join(predictor.bundle.sha256[f.name] for f in nets) + source.fingerprint()
+    key = "".join(bundle.sha256[f.name] for f in bundle.files.values()) + source.fingerprint()
     path = out / f"{source.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.npz"
     if not path.is_file():
-        record_candidates(predictor, source.entries(out)).save(path)
+        options = PredictorOptions(score_threshold=SCORING_THRESHOLD, num_threads=1, rescore=False)
+        record_candidates(Predictor(bundle, options), source.entries(out)).save(path)
     return path
 
 

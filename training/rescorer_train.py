@@ -32,14 +32,15 @@ import torch
 from torch import nn
 
 import ductai
+from ductai.inference.bundle import RESCORER_TASK
 from ductai.inference.candidates import FEATURES, clipped_logit
-from ductai.inference.rescoring import PATCH_SIZE, SCALES, TASK, Rescorer
+from ductai.inference.rescoring import PATCH_SIZE, SCALES, Rescorer, blend_scores
 from ductai.models.checkpoint import save_checkpoint
 from ductai.models.rescorer import CandidateClassifier
 from ductai.training.rescorer_data import CandidateSet, score_ordering
 from ductai.training.rescorer_sets import CandidateSource, record_sets
 
-__all__ = ["BLENDS", "RescorerSettings", "blended", "choose_blend", "fit", "train_rescorer"]
+__all__ = ["BLENDS", "RescorerSettings", "choose_blend", "fit", "train_rescorer"]
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +115,6 @@ def _split(data: CandidateSet, val_fraction: float) -> tuple[CandidateSet, Candi
     return parts[0], parts[1]
 
 
-def blended(first: np.ndarray, logits: np.ndarray, blend: float) -> np.ndarray:
-    """inference/rescoring.py's score from first-stage scores and classifier logits."""
-    from scipy.special import expit, logit
-
-    return expit((1 - blend) * logit(np.clip(first, 1e-6, 1 - 1e-6)) + blend * logits)
-
-
 def fit(train: CandidateSet, val: CandidateSet, settings: RescorerSettings, tracker=None):
     """The classifier with the best held-out CPM, and its per-epoch history."""
     torch.manual_seed(settings.seed)
@@ -164,7 +158,7 @@ def fit(train: CandidateSet, val: CandidateSet, settings: RescorerSettings, trac
             optim.step()
             sched.step()
             losses.append(loss.item())
-        metrics = score_ordering(val, blended(val.scores, _logits(model, val), 1.0))
+        metrics = score_ordering(val, blend_scores(val.scores, _logits(model, val), 1.0))
         row = {
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)),
@@ -193,7 +187,7 @@ def choose_blend(
     for blend in (0.0, *BLENDS):
         row = {"blend": blend}
         for name, data in select.items():
-            m = score_ordering(data, blended(data.scores, logits[name], blend))
+            m = score_ordering(data, blend_scores(data.scores, logits[name], blend))
             row[f"{name} cpm"], row[f"{name} mimics"] = m["cpm"], m["mimic_fp_per_image"]
         row["mean cpm"] = float(np.mean([row[f"{n} cpm"] for n in select]))
         rows.append(row)
@@ -226,7 +220,7 @@ def train_rescorer(
     tracker = RunTracker(
         resolve_tracking_uri(tracking_uri, out), "ductai-rescorer", out / "mlartifacts"
     )
-    tracker.start("rescorer", {"ductai.task": TASK, "ductai.first_stage": str(model)})
+    tracker.start("rescorer", {"ductai.task": RESCORER_TASK, "ductai.first_stage": str(model)})
     tracker.log_params(
         {
             **{k: str(v) for k, v in settings.__dict__.items()},
@@ -243,7 +237,7 @@ def train_rescorer(
         out / "rescorer.pt",
         {
             "model": net.state_dict(),
-            "task": TASK,
+            "task": RESCORER_TASK,
             "ductai_version": ductai.__version__,
             "config": {
                 "model": {

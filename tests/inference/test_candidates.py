@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ductai.data.labels import CLASSES
-from ductai.inference.candidates import FALLBACK_LABEL, hits, segmentation_candidates
+from ductai.inference.candidates import FALLBACK_LABEL, candidate_table, hits
 from ductai.inference.postprocess import RawDetections
 
 
@@ -32,7 +32,7 @@ def test_components_give_boxes_scores_and_the_best_hitting_class():
         [0.4, 0.7, 0.8],
         ["irregularity", "ectasia", "cutoff"],
     )
-    found = segmentation_candidates(detector, _lesion_map(), threshold=0.1, min_area_px=4)
+    found = candidate_table(detector, _lesion_map(), threshold=0.1, min_area_px=4).detections
     got = {
         tuple(b): (round(s, 4), CLASSES[lab])
         for b, s, lab in zip(found.boxes, found.scores, found.labels)
@@ -45,7 +45,7 @@ def test_components_give_boxes_scores_and_the_best_hitting_class():
 
 
 def test_without_detector_findings_the_components_stand_alone():
-    found = segmentation_candidates(_detector([], [], []), _lesion_map(), min_area_px=1)
+    found = candidate_table(_detector([], [], []), _lesion_map(), min_area_px=1).detections
     assert len(found) == 3  # the single pixel counts at min_area_px=1
     assert {CLASSES[i] for i in found.labels} == {FALLBACK_LABEL}
 
@@ -67,9 +67,9 @@ def test_a_mimic_box_lowers_the_candidate_it_hits_in_logit():
     mimics = _detector(
         [[61, 61, 63, 65], [0, 0, 5, 5]], [0.9, 0.99], ["air_bubble", "calcification"]
     )
-    plain = segmentation_candidates(detector, _lesion_map())
-    found = segmentation_candidates(detector, _lesion_map(), mimics=mimics, mimic_penalty=2.0)
-    by_box = {tuple(b): s for b, s in zip(found.boxes, found.scores)}
+    table = candidate_table(detector, _lesion_map(), mimics=mimics)
+    plain = table.detections.scores
+    by_box = {tuple(b): s for b, s in zip(table.detections.boxes, table.penalized_scores(2.0))}
     assert by_box[(30.0, 10.0, 40.0, 20.0)] == pytest.approx(0.9)  # no mimic on it: unchanged
     # B (0.6) under an air bubble of score 0.9: logit 0.405 - 1.8 -> 0.199
     assert by_box[(60.0, 60.0, 64.0, 66.0)] == pytest.approx(
@@ -77,5 +77,7 @@ def test_a_mimic_box_lowers_the_candidate_it_hits_in_logit():
     )
     assert by_box[(60.0, 60.0, 64.0, 66.0)] < by_box[(30.0, 10.0, 40.0, 20.0)]
     # no penalty, no change
-    same = segmentation_candidates(detector, _lesion_map(), mimics=mimics, mimic_penalty=0.0)
-    assert np.array_equal(same.scores, plain.scores)
+    assert np.array_equal(table.penalized_scores(0.0), plain)
+    # no mimic box, no change either, however large the penalty
+    alone = candidate_table(detector, _lesion_map())
+    assert np.array_equal(alone.penalized_scores(2.0), alone.detections.scores)

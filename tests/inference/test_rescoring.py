@@ -9,7 +9,7 @@ from scipy.special import expit, logit
 
 from ductai.data.labels import CLASSES
 from ductai.inference.bundle import load_bundle, set_operating_point, set_rescorer, write_bundle
-from ductai.inference.candidates import FEATURES, candidate_table, segmentation_candidates
+from ductai.inference.candidates import FEATURES, candidate_table
 from ductai.inference.postprocess import RawDetections
 from ductai.inference.rescoring import Rescorer, RescorerError, candidate_patches
 from ductai.models.checkpoint import save_checkpoint
@@ -41,10 +41,9 @@ def test_candidate_table_features_describe_each_candidate():
     np.testing.assert_allclose(f["log_width"], np.log([10, 10]), rtol=1e-6)
     np.testing.assert_allclose(f["log_height"], np.log([10, 16]), rtol=1e-6)
     np.testing.assert_allclose(table.detections.scores, [0.9, 0.2])
-    # the rule's output is the table's detections with the penalty applied
-    rule = segmentation_candidates(findings, lesion, 0.1, 4, 0.5, mimics, mimic_penalty=2.0)
-    np.testing.assert_allclose(rule.boxes, table.detections.boxes)
-    assert rule.scores[0] < 0.9 and rule.scores[1] == pytest.approx(0.2)
+    # the penalty lowers only the candidate a mimic box hits
+    penalized = table.penalized_scores(2.0)
+    assert penalized[0] < 0.9 and penalized[1] == pytest.approx(0.2)
 
 
 def test_candidate_table_of_an_empty_image_is_empty():
@@ -163,9 +162,10 @@ def test_a_bundle_carries_its_rescorer_and_the_predictor_uses_it(
     assert a.model["sha256"]["rescorer.pt"] == bundle.sha256["rescorer.pt"]
     boxes_a = sorted(tuple(d.box) for d in a.detections)
     assert boxes_a == sorted(tuple(d.box) for d in b.detections)  # same candidates
-    if a.detections:  # rescored: the classifier's probabilities, not the first stage's
-        scores = np.array([d.score for d in a.detections])
-        assert not np.allclose(sorted(scores), sorted(d.score for d in b.detections))
+    assert a.detections  # threshold 0: every candidate is reported
+    # rescored: the classifier's probabilities, not the first stage's
+    scores = np.array([d.score for d in a.detections])
+    assert not np.allclose(sorted(scores), sorted(d.score for d in b.detections))
 
     # a new rescorer invalidates the calibrated threshold; removing it restores the nets alone
     set_operating_point(folder, 0.9, {"set": "x"})

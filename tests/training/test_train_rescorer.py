@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from ductai.inference.candidates import FEATURES
+from ductai.inference.rescoring import blend_scores
 from ductai.training.inference_scoring import ViewTruth
 from ductai.training.rescorer_data import CandidateSet, score_ordering
 from ductai.training.rescorer_sets import parse_sets
-from ductai.training.rescorer_train import RescorerSettings, blended, fit
+from ductai.training.rescorer_train import RescorerSettings, fit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +62,7 @@ def test_fit_learns_what_the_first_stage_scores_miss():
     best = max(h["val_cpm"] for h in history)
     from ductai.training.rescorer_train import _logits
 
-    kept = score_ordering(val, blended(val.scores, _logits(net, val), 1.0))["cpm"]
+    kept = score_ordering(val, blend_scores(val.scores, _logits(net, val), 1.0))["cpm"]
     assert kept == pytest.approx(best)  # the best epoch's weights are the ones returned
     assert untrained < 0.5 and kept > untrained + 0.3
 
@@ -88,7 +89,7 @@ def test_parse_sets_names_the_bad_item(tmp_path):
         parse_sets("hard:12")
     with pytest.raises(ValueError, match=r"datalist .*gone\.json not found"):
         parse_sets(f"{tmp_path / 'gone.json'}@training")
-    with pytest.raises(ValueError, match=r"split 'tune' is not one of"):
+    with pytest.raises(ValueError, match=r"no split 'tune'; a datalist has"):
         parse_sets(f"{tmp_path / 'views.json'}@tune")
 
 
