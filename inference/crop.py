@@ -58,33 +58,60 @@ class Crop:
         return {"rows": [self.r0, self.r1], "cols": [self.c0, self.c1]}
 
 
-def breast_crop(image: np.ndarray, margin: int = 16, min_fraction: float = 0.01) -> Crop:
-    """The bounding box of the breast in a canonical image (air is its darkest, flat level).
-
-    Tissue is whatever stands clearly above the air floor (the 1st percentile); a 3x3
-    opening drops detector noise and single bright pixels; every component of at least
-    ``min_fraction`` of the largest one counts (a cut-off axillary tail, a separate fold), so
-    small burnt-in markers in the air are ignored. Falls back to the whole image.
-    """
-    shape = (int(image.shape[0]), int(image.shape[1]))
+def tissue_components(image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels, areas) of what stands clearly above the air floor (the 1st percentile), after
+    a 3x3 opening that drops detector noise and single bright pixels; None without any."""
     floor = float(np.percentile(image, 1))
     top = float(np.percentile(image, 99))
     threshold = floor + max(0.02, 0.05 * (top - floor))
     mask = (image > threshold).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
+        return None
+    areas = stats[:, cv2.CC_STAT_AREA].copy()
+    areas[0] = 0  # the background
+    return labels, areas
+
+
+def breast_crop(image: np.ndarray, margin: int = 16, min_fraction: float = 0.01) -> Crop:
+    """The bounding box of the breast in a canonical image (air is its darkest, flat level).
+
+    Every tissue component (``tissue_components``) of at least ``min_fraction`` of the
+    largest one counts (a cut-off axillary tail, a separate fold), so small burnt-in markers
+    in the air are ignored. Falls back to the whole image.
+    """
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    found = tissue_components(image)
+    if found is None:
         return Crop.whole(shape)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = stats[1:][areas >= min_fraction * areas.max()]
-    c0 = int(keep[:, cv2.CC_STAT_LEFT].min())
-    r0 = int(keep[:, cv2.CC_STAT_TOP].min())
-    c1 = int((keep[:, cv2.CC_STAT_LEFT] + keep[:, cv2.CC_STAT_WIDTH]).max())
-    r1 = int((keep[:, cv2.CC_STAT_TOP] + keep[:, cv2.CC_STAT_HEIGHT]).max())
+    labels, areas = found
+    rows, cols = np.nonzero(np.isin(labels, np.flatnonzero(areas >= min_fraction * areas.max())))
     return Crop(
-        max(0, r0 - margin),
-        min(shape[0], r1 + margin),
-        max(0, c0 - margin),
-        min(shape[1], c1 + margin),
+        max(0, int(rows.min()) - margin),
+        min(shape[0], int(rows.max()) + 1 + margin),
+        max(0, int(cols.min()) - margin),
+        min(shape[1], int(cols.max()) + 1 + margin),
         shape,
     )
+
+
+def breast_gate(image: np.ndarray, grow_px: int = 7, min_fraction: float = 0.1) -> np.ndarray:
+    """Where findings and ducts may be: the breast, grown by ``grow_px`` (a faint skin line,
+    the nipple's edge). bool, the image's shape.
+
+    The breast is the largest tissue component plus any other of at least ``min_fraction``
+    of it (a tail cut off by the image edge). Burnt-in orientation markers, text and rulers
+    in the air are bright, small and apart from it, and the nets, which never learnt that
+    they carry no contrast, mark them as lesions and ducts (measured on simulated views with
+    markers: benchmarks/bench_markers.py). All True when no tissue stands out.
+    """
+    found = tissue_components(image)
+    if found is None:
+        return np.ones(image.shape, bool)
+    labels, areas = found
+    keep = np.isin(labels, np.flatnonzero(areas >= min_fraction * areas.max())).astype(np.uint8)
+    if grow_px > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow_px + 1,) * 2)
+        keep = cv2.dilate(keep, kernel)
+    return keep.astype(bool)

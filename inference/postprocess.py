@@ -49,6 +49,15 @@ class RawDetections:
     def select(self, index) -> RawDetections:
         return RawDetections(self.boxes[index], self.scores[index], self.labels[index])
 
+    def centred_in(self, mask: np.ndarray) -> RawDetections:
+        """The boxes whose centre pixel lies in ``mask`` (bool, the boxes' grid)."""
+        if not len(self):
+            return self
+        h, w = mask.shape
+        cols = np.clip(((self.boxes[:, 0] + self.boxes[:, 2]) / 2).astype(int), 0, w - 1)
+        rows = np.clip(((self.boxes[:, 1] + self.boxes[:, 3]) / 2).astype(int), 0, h - 1)
+        return self.select(mask[rows, cols])
+
 
 def flip_rows_boxes(boxes: np.ndarray, height: int) -> np.ndarray:
     """Boxes found on an image flipped upside down, in the unflipped image: y -> H - y."""

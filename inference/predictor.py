@@ -31,7 +31,7 @@ from ductai.data.dicom_reader import read_galactogram
 from ductai.data.galactogram import Galactogram
 from ductai.inference.bundle import DEFAULT_REPORT_THRESHOLD, ModelBundle, load_bundle
 from ductai.inference.candidates import CandidateTable, candidate_table
-from ductai.inference.crop import Crop, breast_crop
+from ductai.inference.crop import Crop, breast_crop, breast_gate
 from ductai.inference.postprocess import (
     RawDetections,
     detection_heatmap,
@@ -59,6 +59,9 @@ class PredictorOptions:
     tta: bool = False  # vertical flip: maps averaged, boxes inverted and merged
     crop_to_breast: bool = True
     crop_margin_px: int = 16
+    # Findings and ducts only on the breast (crop.breast_gate), grown by this much: no lesion
+    # on a burnt-in marker in the air. None turns the gate off.
+    breast_gate_mm: float | None = 2.0
     # Segmentation sliding window; None = the training config's validation section.
     roi_size: tuple[int, int] | None = None
     overlap: float | None = None
@@ -246,7 +249,7 @@ class Predictor:
         self, canonical: np.ndarray, crop: Crop, timings: dict | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, RawDetections]:
         """(crop pixels, segmentation probabilities [2, h, w] or None, raw detector boxes),
-        all on the crop's grid."""
+        all on the crop's grid, each zero or dropped off the breast (``breast_gate_mm``)."""
         timings = {} if timings is None else timings
         pixels = np.ascontiguousarray(crop.apply(canonical), dtype=np.float32)
         x = torch.from_numpy(pixels)[None, None].to(self.device)
@@ -255,6 +258,12 @@ class Predictor:
                 probs = self._segment(x) if self.inferer is not None else None
             with _timer(timings, "detection"):
                 raw = self._detect(x) if self.detector is not None else RawDetections.empty()
+        if self.options.breast_gate_mm is not None:
+            grow = round(self.options.breast_gate_mm / self.spacing_mm)
+            gate = crop.apply(breast_gate(canonical, grow_px=grow))
+            if probs is not None:
+                probs = probs * gate
+            raw = raw.centred_in(gate)
         return pixels, probs, raw
 
     def predict_canonical(

@@ -150,6 +150,12 @@ class ImagingConfig(_Strict):
     blur_tail: Range = [0.0, 0.12]  # weight of a wide (Lorentzian-like) tail
     bits_stored: Range = [12, 14]
     monochrome1_probability: float = Field(0.25, ge=0, le=1)
+    # burnt-in laterality/view letters (simulation/markers.py)
+    marker_probability: float = Field(0.8, ge=0, le=1)
+    marker_height_mm: Range = [6.0, 14.0]  # capital letter height
+    marker_over_tissue_probability: float = Field(0.1, ge=0, le=1)  # else in the air
+    marker_holder_probability: float = Field(0.3, ge=0, le=1)  # a faint plastic block
+    marker_text_probability: float = Field(0.3, ge=0, le=1)  # a line of burnt-in text
     # anatomy texture
     texture_beta: Range = [1.5, 3.5]
     texture_beta_mode: float = 2.8

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import physics
 from .imaging_config import ImagingConfig, VendorLook, sample
+from .markers import burn_in_markers
 from .presentation import Processing, present
 from .projection import PrimitiveMaps, project_primitives
 from .scene import Scene
@@ -40,6 +41,7 @@ class RenderedView:
     project: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     vendor: str = ""
     geometry: ViewGeometry | None = field(default=None, repr=False)
+    marker_boxes: list[list[float]] = field(default_factory=list)  # burnt-in, stored [x0,y0,x1,y1]
 
 
 def _pick_vendor(config: ImagingConfig, rng: np.random.Generator) -> VendorLook:
@@ -303,6 +305,21 @@ def render_view(
     pixels, centre, width = present(
         log_signal, support, opacified, geom.spacing_mm, proc, bits, shape
     )
+    # markers draw from a stream jumped off the view's, so the rest of every view (and of
+    # the views after it) is the same with or without them
+    marker_rng = np.random.Generator(_copy_bit_generator(rng).jumped())
+    stored = _stored_orientation(geom)
+    shown = stored(pixels)
+    marker_boxes = burn_in_markers(
+        shown,
+        stored(support > 0),
+        geom.spacing_mm,
+        f"{geom.laterality} {view}",
+        2**bits - 1,
+        config,
+        marker_rng,
+    )
+    pixels = stored(shown)
     monochrome1 = bool(rng.random() < config.monochrome1_probability)
     if monochrome1:
         pixels = np.uint16(2**bits - 1) - pixels
@@ -310,7 +327,6 @@ def render_view(
 
     instances = np.zeros(geom.shape, np.uint16)
     objects = _objects(scene, geom, prims, instances)
-    stored = _stored_orientation(geom)
     nipple = geom.project(np.zeros(3))[0]
     orifice = geom.project(scene.orifice)[0]
     physics_params = {
@@ -332,6 +348,7 @@ def render_view(
         "unsharp_amount": round(proc.unsharp_amount, 3),
         "bits_stored": bits,
         "monochrome1": monochrome1,
+        "markers": len(marker_boxes),
         **{k: round(v, 3) for k, v in tissue_params.items()},
     }
     return RenderedView(
@@ -356,7 +373,14 @@ def render_view(
         project=geom.project,
         vendor=look.name,
         geometry=geom,
+        marker_boxes=marker_boxes,
     )
+
+
+def _copy_bit_generator(rng: np.random.Generator) -> np.random.BitGenerator:
+    copy = type(rng.bit_generator)()
+    copy.state = rng.bit_generator.state
+    return copy
 
 
 def _stored_orientation(geom: ViewGeometry) -> Callable[[np.ndarray], np.ndarray]:

@@ -64,6 +64,8 @@ class SimulatedView:
             "nipple_px": [round(float(v), 2) for v in r.nipple_px],
             "orifice_px": [round(float(v), 2) for v in r.orifice_px],
             "objects": objects,
+            # burnt-in letters and text: no finding, but what a reader sees in the image
+            "markers": [[round(float(v), 1) for v in box] for box in r.marker_boxes],
             "duct": {
                 "branches": len(self.scene.branches),
                 "generations": 1 + max((b.generation for b in self.scene.branches), default=-1),

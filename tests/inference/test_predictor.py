@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from ductai.data.canonical import to_canonical
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.labels import FINDINGS, MIMICS
 from ductai.inference.bundle import BundleError, load_bundle, write_bundle
+from ductai.inference.crop import breast_gate
 from ductai.inference.lesions import lesion_records
 from ductai.inference.predictor import Predictor, PredictorOptions
 from ductai.inference.types import ViewPrediction
@@ -84,6 +86,39 @@ def test_tta_and_no_crop_run(tiny_bundle, simulated_study):
     # Cropping only removes air: the duct map agrees where the breast is (tiling differs).
     inside = tta.canonical > 0.1
     assert np.abs(plain.duct_prob - tta.duct_prob)[inside].mean() < 0.05
+
+
+def test_breast_gate_keeps_maps_and_boxes_off_a_burnt_in_marker(tiny_bundle, simulated_study):
+    """A saturated block in the air, where lead letters sit: ungated, the nets' maps reach
+    it; gated, nothing is there, and the breast's maps are the same."""
+    options = dict(
+        backend="eager",
+        crop_to_breast=False,
+        detector_score_threshold=0.0,
+        score_threshold=0.0,
+        mimic_threshold=0.0,
+        heatmap_gaussians=False,
+    )
+    gated = Predictor.from_path(tiny_bundle, **options)
+    ungated = Predictor.from_path(tiny_bundle, **options, breast_gate_mm=None)
+    image = read_galactogram(simulated_study.images[0])
+    canonical, _ = to_canonical(image, gated.spacing_mm)
+    w = canonical.shape[1]
+    marker = (slice(4, 20), slice(w - 48, w - 6))  # the corner beside the nipple: air
+    assert not breast_gate(canonical)[marker].any()
+    canonical = canonical.copy()
+    canonical[marker] = 1.0
+    duct, lesion, (found, mimics) = gated.predict_canonical(canonical)
+    duct_u, lesion_u, _ = ungated.predict_canonical(canonical)
+    assert lesion_u[marker].max() > 0 and duct_u[marker].max() > 0
+    assert lesion[marker].max() == 0 and duct[marker].max() == 0
+    for det in found + mimics:
+        cx, cy = (det.box[0] + det.box[2]) / 2, (det.box[1] + det.box[3]) / 2
+        assert not (
+            marker[0].start <= cy < marker[0].stop and marker[1].start <= cx < marker[1].stop
+        )
+    breast = breast_gate(canonical, grow_px=0)
+    np.testing.assert_array_equal(duct[breast], duct_u[breast])
 
 
 def test_single_checkpoint_reports_missing_task(tiny_seg_run, tiny_det_run, simulated_study):

@@ -14,7 +14,7 @@ import torch
 from ductai.data.canonical import to_canonical
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.labels import CLASSES, FINDINGS
-from ductai.inference.crop import Crop, breast_crop
+from ductai.inference.crop import Crop, breast_crop, breast_gate
 from ductai.inference.lesions import box_size_mm, lesion_record
 from ductai.inference.postprocess import (
     RawDetections,
@@ -160,6 +160,24 @@ def test_breast_crop_ignores_air_and_markers():
     assert breast_crop(np.zeros((10, 12), np.float32)) == Crop.whole((10, 12))
 
 
+def test_breast_gate_drops_markers_and_keeps_the_breast():
+    rng = np.random.default_rng(0)
+    image = 0.03 + 0.005 * rng.random((100, 120), dtype=np.float32)
+    image[20:80, 0:60] = 0.3  # breast against the chest wall (column 0)
+    image[5:9, 100:110] = 1.0  # a burnt-in marker in the air
+    gate = breast_gate(image, grow_px=2)
+    assert gate[20:80, 0:60].all() and gate[18, 30] and gate[50, 61]  # grown by 2 px
+    assert not gate[5:9, 100:110].any() and not gate[50, 63]
+    assert breast_gate(np.zeros((10, 12), np.float32)).all()  # no tissue: no gate
+    raw = RawDetections(
+        np.array([[10, 30, 20, 40], [98, 4, 112, 10]], float),
+        np.array([0.9, 0.8]),
+        np.array([0, 1]),
+    )
+    kept = raw.centred_in(gate)
+    assert len(kept) == 1 and kept.scores[0] == 0.9
+
+
 def test_crop_undo_is_exact():
     crop = Crop(3, 17, 5, 26, (20, 30))
     image = np.arange(600, dtype=np.float32).reshape(20, 30)
@@ -179,7 +197,11 @@ def test_predictor_maps_are_the_cropped_nets_pasted(tiny_predictor, simulated_st
     x = torch.from_numpy(crop.apply(pred.canonical).copy())[None, None]
     with torch.inference_mode():
         probs = torch.sigmoid(tiny_predictor.inferer(x, tiny_predictor.segmenter))[0].numpy()
-    np.testing.assert_allclose(pred.duct_prob, crop.paste(probs[0]), atol=1e-6)
+    # off the breast (the grown gate) the maps are zero: no duct on a marker in the air
+    grow = round(tiny_predictor.options.breast_gate_mm / tiny_predictor.spacing_mm)
+    gate = breast_gate(pred.canonical, grow_px=grow)
+    assert gate[crop.r0 : crop.r1, crop.c0 : crop.c1].mean() < 1.0
+    np.testing.assert_allclose(pred.duct_prob, crop.paste(probs[0]) * gate, atol=1e-6)
     outside = np.ones(pred.geometry.canonical_shape, bool)
     outside[crop.r0 : crop.r1, crop.c0 : crop.c1] = False
     assert not pred.duct_prob[outside].any()
