@@ -109,6 +109,10 @@ class LoadCanonicald(Transform):
             "boxes": boxes.astype(np.float32),
             "labels": np.array([CLASSES.index(n) for n in entry.labels], dtype=np.int64),
             "is_mimic": np.array([n in MIMICS for n in entry.labels], dtype=bool),
+            # burnt-in letters (a simulated set's truth): hard negatives for the crop sampler
+            "markers": geometry.boxes_to_canonical(
+                np.asarray(truth.get("markers", []), dtype=np.float64).reshape(-1, 4)
+            ).astype(np.float32),
             "nipple": np.asarray(nipple, dtype=np.float32),
             "meta": meta,
         }

@@ -1,4 +1,5 @@
-"""Where training crops go: on a finding, on a mimic (hard negative), on a duct, or in the breast.
+"""Where training crops go: on a finding, on a mimic or a burnt-in marker (hard negatives), on a
+duct, or in the breast.
 
 MONAI's ``RandCropByPosNegLabeld`` centres every crop on the sampled pixel, so a small lesion
 would always sit in the middle of the patch and a detector could learn "lesions are central".
@@ -63,9 +64,11 @@ class CropSampler:
             else "random"
         )
         if wanted in ("positive", "mimic"):
-            candidates = np.flatnonzero(is_mimic == (wanted == "mimic"))
-            if len(candidates):
-                return self._around(wanted, boxes[rng.choice(candidates)], sample, rng)
+            pool = boxes[is_mimic == (wanted == "mimic")]
+            if wanted == "mimic" and "markers" in sample:  # burnt-in letters: hard negatives too
+                pool = np.vstack([pool, np.asarray(sample["markers"], np.float64).reshape(-1, 4)])
+            if len(pool):
+                return self._around(wanted, pool[rng.integers(len(pool))], sample, rng)
             wanted = "duct"  # no such object in this image: fall back to the anatomy
         if wanted == "duct" and "duct" in sample:
             point = _random_point(np.asarray(sample["duct"])[0] > 0, self.grid_stride, rng)

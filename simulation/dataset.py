@@ -88,6 +88,10 @@ def canonical_sample(sim_view: SimulatedView, spacing_mm: float) -> dict[str, An
         "boxes": geometry.boxes_to_canonical(boxes).astype(np.float32),
         "labels": np.array([CLASSES.index(name) for name in labels], dtype=np.int64),
         "is_mimic": np.array([name in MIMICS for name in labels], dtype=bool),
+        # burnt-in letters: no target, but hard negatives for the crop sampler
+        "markers": geometry.boxes_to_canonical(
+            np.array(r.marker_boxes, dtype=np.float32).reshape(-1, 4)
+        ).astype(np.float32),
         "nipple": geometry.points_to_canonical(np.array([r.nipple_px]))[0].astype(np.float32),
         "meta": {
             "laterality": r.laterality,

@@ -76,6 +76,22 @@ def test_mimic_duct_and_random_windows_and_fallbacks():
     assert all(crop_padded(sample["image"], c).max() > 0 for c in random_crops)
 
 
+def test_mimic_windows_also_land_on_burnt_in_markers():
+    """Markers are no target but the same kind of hard negative as a mimic."""
+    rng = np.random.default_rng(3)
+    mimic = CropSampler((64, 64), positive_fraction=0, mimic_fraction=1, duct_fraction=0)
+    finding, marker = [100, 100, 110, 110], [330, 20, 380, 40]
+    sample = sample_with([finding], [False])
+    sample["markers"] = np.asarray([marker], np.float32)
+    crops = [mimic.choose(sample, rng) for _ in range(20)]
+    assert all(c.kind == "mimic" and window_holds(c, marker) for c in crops)
+    # with a mimic as well, both are drawn
+    sample = sample_with([finding, [50, 250, 56, 256]], [False, True])
+    sample["markers"] = np.asarray([marker], np.float32)
+    held = [window_holds(mimic.choose(sample, rng), marker) for _ in range(60)]
+    assert 0 < sum(held) < 60
+
+
 def test_windows_past_the_image_are_zero_padded():
     image = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
     out = crop_padded(image, Crop("random", -1, 2, 5, 4))
