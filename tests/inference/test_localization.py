@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from ductai.data import breast_coords
-from ductai.inference.localization.study import StudyView, combine_views
+from ductai.inference.localization.measures import box_centre
+from ductai.inference.localization.study import StudyView, combine_views, superior_offset
 from ductai.inference.localization.view import localize_arrays
 from ductai.inference.types import Detection
 from ductai.simulation import truth
@@ -47,6 +48,13 @@ class OracleView:
     true_path: list[float]  # image-plane mm along the projected duct centreline
     to_px: object  # breast frame -> canonical px
     breast: object  # scene.breast
+    centres: np.ndarray  # [n, 2] canonical px of the detection boxes' centres
+
+    def true_axis(self) -> tuple[float, float]:
+        """The projected nipple line (the breast's x axis), unit, chest wall -> nipple."""
+        back, front = self.to_px(np.array([[30.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+        d = front - back
+        return tuple(d / np.linalg.norm(d))
 
 
 def projected_duct_path(scene, finding, to_px) -> float:
@@ -98,6 +106,7 @@ def oracle_view(sim_view) -> OracleView:
         paths,
         to_px,
         scene.breast,
+        np.array([box_centre(d.box) for d in detections]).reshape(-1, 2),
     )
 
 
@@ -122,11 +131,27 @@ def study_of(views: list[OracleView], use_obliquity: bool = True):
     return combine_views(study_views, views[0].laterality)
 
 
+def clock_with(cc: OracleView, side: OracleView, i: int, j: int, nipple: str, axis: str) -> str:
+    """The clock of the pair (i, j) from the box centres with the pipeline's or the true
+    nipple and nipple line ("pipeline" / "true"): which landmark costs the clock."""
+    offsets = []
+    for v, k in ((cc, i), (side, j)):
+        lm = v.parts.landmarks
+        n = np.asarray(lm.nipple if nipple == "pipeline" else v.true_nipple, float)
+        ax, ay = lm.axis if axis == "pipeline" else v.true_axis()
+        d = (v.centres[k] - n) * SPACING
+        offsets.append(float(d[1] * ax - d[0] * ay))  # towards higher rows
+    medial, v_up = offsets[0], -offsets[1]
+    superior = superior_offset(v_up, medial, side.obliquity_deg)
+    return breast_coords.clock_position(medial, superior, cc.laterality)
+
+
 def measure(n_breasts: int = N_BREASTS, seed: int = SEED) -> dict:
     """Accuracy of the oracle localization over ``n_breasts`` simulated breasts."""
     nipple, dist, path_rel, clock, quad, depth, matched, pairs, gens, radius = (
         [] for _ in range(10)
     )
+    variants = {("pipeline", "true"): [], ("true", "pipeline"): [], ("true", "true"): []}
     for index in range(n_breasts):
         views = oracle_breast(index, seed)
         for v in views:
@@ -146,11 +171,11 @@ def measure(n_breasts: int = N_BREASTS, seed: int = SEED) -> dict:
             i, j = lesion.views["0"], lesion.views["1"]
             matched.append(cc.findings[i].index == side.findings[j].index)
             f = cc.findings[i]
-            clock.append(
-                breast_coords.clock_difference_hours(
-                    lesion.clock, truth.clock_position(f.center, cc.laterality)
-                )
-            )
+            true_clock = truth.clock_position(f.center, cc.laterality)
+            clock.append(breast_coords.clock_difference_hours(lesion.clock, true_clock))
+            for (nip, axis), errors in variants.items():
+                guess = clock_with(cc, side, i, j, nip, axis)
+                errors.append(breast_coords.clock_difference_hours(guess, true_clock))
             radius.append(math.hypot(f.center[1], f.center[2]))
             quad.append(lesion.quadrant == truth.quadrant(f.center, cc.laterality))
             depth.append(lesion.depth == truth.depth_third(f.center, cc.breast))
@@ -173,6 +198,13 @@ def measure(n_breasts: int = N_BREASTS, seed: int = SEED) -> dict:
         "off_axis_pairs": int(off_axis.sum()),
         "clock_within_1h_off_axis": float(np.mean(clock[off_axis] <= 1.0)),
         "clock_exact_half_hour": float(np.mean(clock <= 0.5)) if clock.size else math.nan,
+        # the same pairs with true landmarks in place of the found ones
+        **{
+            f"clock_within_1h_{nip}_nipple_{axis}_axis": float(np.mean(np.asarray(e) <= 1.0))
+            if e
+            else math.nan
+            for (nip, axis), e in variants.items()
+        },
         "quadrant_agreement": float(np.mean(quad)) if quad else math.nan,
         "depth_agreement": float(np.mean(depth)) if depth else math.nan,
     }
