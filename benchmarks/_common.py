@@ -61,3 +61,12 @@ def write_summary(path: str | None, rows: list[dict]) -> None:
 
 def figure(area: str, name: str, value: float, unit: str, compare: str = "") -> dict:
     return {"area": area, "figure": name, "value": value, "unit": unit, "compare": compare}
+
+
+def parse_simulated_sets(text: str) -> list[tuple[str, int, int]]:
+    """``PRESET:BREASTS:SEED,...`` -> [(preset, breasts, seed)]."""
+    sets = []
+    for item in text.split(","):
+        preset, n, seed = item.split(":")
+        sets.append((preset, int(n), int(seed)))
+    return sets

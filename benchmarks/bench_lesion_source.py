@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from ductai.data.labels import FINDINGS
 from ductai.inference.predictor import Predictor
 from ductai.training.evaluate_inference import SCORING_THRESHOLD, evaluate_inference
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parse_simulated_sets
+
 SOURCES = ("detector", "segmentation")
-
-
-def parse_sets(text: str) -> list[tuple[str, int, int]]:
-    sets = []
-    for item in text.split(","):
-        preset, n, seed = item.split(":")
-        sets.append((preset, int(n), int(seed)))
-    return sets
 
 
 def main() -> None:
@@ -45,7 +41,7 @@ def main() -> None:
     header += [f"sens {c}" for c in FINDINGS]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for preset, n, seed in parse_sets(args.sets):
+    for preset, n, seed in parse_simulated_sets(args.sets):
         for source in SOURCES:
             predictor = Predictor.from_path(
                 args.model, lesion_source=source, tta=args.tta, score_threshold=SCORING_THRESHOLD

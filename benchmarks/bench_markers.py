@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import yaml
@@ -25,15 +26,10 @@ from ductai.inference.predictor import Predictor
 from ductai.simulation.config import PRESET_DIR
 from ductai.training.evaluate_inference import SCORING_THRESHOLD, evaluate_inference
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parse_simulated_sets
+
 GATES = {"on": 2.0, "off": None}
-
-
-def parse_sets(text: str) -> list[tuple[str, int, int]]:
-    sets = []
-    for item in text.split(","):
-        preset, n, seed = item.split(":")
-        sets.append((preset, int(n), int(seed)))
-    return sets
 
 
 def marker_free_preset(preset: str, folder: Path) -> Path:
@@ -67,7 +63,7 @@ def main() -> None:
     header = ["set", "views", "markers", "gate", "findings/view", "CPM", "sens@1FP", "AUC", "Dice"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for preset, n, seed in parse_sets(args.sets):
+    for preset, n, seed in parse_simulated_sets(args.sets):
         root = Path(args.out) / f"{preset}-{seed}"
         variants = {"with": preset, "without": str(marker_free_preset(preset, root))}
         for markers, simulation in variants.items():

@@ -149,23 +149,23 @@ def test_tta_detection_pass_is_flipped_back(tiny_bundle, simulated_study):
     np.testing.assert_allclose(got.scores, expected.scores)
 
 
-def test_breast_crop_ignores_air_and_markers():
+def _breast_and_marker(marker=(slice(5, 8), slice(100, 103))) -> np.ndarray:
     rng = np.random.default_rng(0)
     image = 0.03 + 0.005 * rng.random((100, 120), dtype=np.float32)
     image[20:80, 0:60] = 0.3  # breast against the chest wall (column 0)
-    image[5:8, 100:103] = 1.0  # a burnt-in marker in the air
-    crop = breast_crop(image, margin=4)
+    image[marker] = 1.0  # a burnt-in marker in the air
+    return image
+
+
+def test_breast_crop_ignores_air_and_markers():
+    crop = breast_crop(_breast_and_marker(), margin=4)
     assert (crop.r0, crop.r1, crop.c0, crop.c1) == (16, 84, 0, 64)
     assert crop.fraction < 0.5
     assert breast_crop(np.zeros((10, 12), np.float32)) == Crop.whole((10, 12))
 
 
 def test_breast_gate_drops_markers_and_keeps_the_breast():
-    rng = np.random.default_rng(0)
-    image = 0.03 + 0.005 * rng.random((100, 120), dtype=np.float32)
-    image[20:80, 0:60] = 0.3  # breast against the chest wall (column 0)
-    image[5:9, 100:110] = 1.0  # a burnt-in marker in the air
-    gate = breast_gate(image, grow_px=2)
+    gate = breast_gate(_breast_and_marker((slice(5, 9), slice(100, 110))), grow_px=2)
     assert gate[20:80, 0:60].all() and gate[18, 30] and gate[50, 61]  # grown by 2 px
     assert not gate[5:9, 100:110].any() and not gate[50, 63]
     assert breast_gate(np.zeros((10, 12), np.float32)).all()  # no tissue: no gate
