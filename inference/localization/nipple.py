@@ -15,6 +15,10 @@ from skimage.morphology import disk
 # A nipple projected over the breast (off profile) sits well inside the skin line; an orifice
 # farther than this from the outline means the outline's apex is not the nipple.
 OFF_PROFILE_MM = 2.5
+# ...but never this far: the outline reaches past a projected nipple by about a centimetre. A
+# column that starts deeper (a failed or early-stopping fill, a stray fragment) says nothing
+# about where the nipple is (hard seed 777: nipples placed 20-100 mm off before this rule).
+MAX_OFF_PROFILE_MM = 20.0
 CANNULA_OPEN_MM = 1.0  # opening radius: removes the cannula and tubing, keeps the nipple
 SKIN_GAP_MM = 1.5  # closing radius: seals gaps in a faint skin line
 AIR_MARGIN = 0.02  # of the image's 1-99 % range above the air level
@@ -198,7 +202,10 @@ def find_landmarks(
     if orifice is not None:
         inside = ndi.distance_transform_edt(mask)
         r, c = int(orifice[1]), int(orifice[0])
-        if inside[r, c] * spacing_mm > OFF_PROFILE_MM:
+        depth_mm = inside[r, c] * spacing_mm
+        if depth_mm > MAX_OFF_PROFILE_MM:
+            pass  # the column starts deep in the breast: the apex stays the nipple
+        elif depth_mm > OFF_PROFILE_MM:
             if not _enters_nipple(mask, top, orifice, spacing_mm):
                 nipple, in_profile = orifice, False
         elif np.hypot(top[0] - orifice[0], top[1] - orifice[1]) * spacing_mm > FLAT_APEX_MM:

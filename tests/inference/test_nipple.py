@@ -66,6 +66,13 @@ def test_nipple_projected_over_the_breast_is_taken_at_the_orifice():
     assert nipple_protrusion(marks.breast, (420, H / 2), SPACING) is None
 
 
+def test_a_column_starting_deep_in_the_breast_leaves_the_nipple_at_the_apex():
+    """A failed fill: the only opacified duct is a fragment 50 mm behind the skin."""
+    marks = find_landmarks(_breast(420), _duct(250, H / 2 - 40), SPACING, fit_axis=False)
+    assert marks.in_profile
+    assert _mm(marks.nipple, (420, H / 2)) < 1.0
+
+
 def test_flat_front_takes_the_nipple_where_the_duct_meets_the_skin():
     image = _breast(400, flat=True)
     row = H / 2 - 60  # 18 mm above the middle of the front
