@@ -2,12 +2,13 @@
 
 A full-field view is often half air; the nets cost in proportion to the pixels they see. The
 crop is an integer window, so undoing it is a pure shift (boxes + (c0, r0), maps pasted
-into zeros): no resampling, no rounding.
+into zeros): no resampling, no rounding. The crop may carry the breast gate on its grid:
+where findings and ducts may be (``BreastRegion.gate``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -22,6 +23,8 @@ class Crop:
     c0: int
     c1: int
     full_shape: tuple[int, int]
+    # bool [h, w] on the crop's grid: the breast, grown (None: no gate)
+    gate: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def whole(cls, shape: tuple[int, int]) -> Crop:
@@ -58,60 +61,78 @@ class Crop:
         return {"rows": [self.r0, self.r1], "cols": [self.c0, self.c1]}
 
 
-def tissue_components(image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(labels, areas) of what stands clearly above the air floor (the 1st percentile), after
-    a 3x3 opening that drops detector noise and single bright pixels; None without any."""
-    floor = float(np.percentile(image, 1))
-    top = float(np.percentile(image, 99))
-    threshold = floor + max(0.02, 0.05 * (top - floor))
-    mask = (image > threshold).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 1:
-        return None
-    areas = stats[:, cv2.CC_STAT_AREA].copy()
-    areas[0] = 0  # the background
-    return labels, areas
+@dataclass(frozen=True)
+class BreastRegion:
+    """The tissue of a canonical image, labelled once: what stands clearly above the air floor
+    (the 1st percentile) after a 3x3 opening that drops detector noise and single bright
+    pixels, as 8-connected components. The crop and the gate both derive from it."""
+
+    labels: np.ndarray | None  # int32 component map; None when no tissue stands out
+    stats: np.ndarray | None  # cv2 component stats, row 0 the background
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> BreastRegion:
+        shape = (int(image.shape[0]), int(image.shape[1]))
+        floor = float(np.percentile(image, 1))
+        top = float(np.percentile(image, 99))
+        threshold = floor + max(0.02, 0.05 * (top - floor))
+        mask = (image > threshold).astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if n <= 1:
+            return cls(None, None, shape)
+        return cls(labels, stats, shape)
+
+    def _kept(self, min_fraction: float) -> np.ndarray:
+        """Component ids of at least ``min_fraction`` of the largest one."""
+        areas = self.stats[1:, cv2.CC_STAT_AREA]
+        return np.flatnonzero(areas >= min_fraction * areas.max()) + 1
+
+    def crop(self, margin: int = 16, min_fraction: float = 0.01) -> Crop:
+        """The bounding box of every component of at least ``min_fraction`` of the largest (a
+        cut-off axillary tail, a separate fold), so small burnt-in markers in the air are
+        ignored; the whole image without tissue."""
+        if self.labels is None:
+            return Crop.whole(self.shape)
+        keep = self.stats[self._kept(min_fraction)]
+        c0 = int(keep[:, cv2.CC_STAT_LEFT].min())
+        r0 = int(keep[:, cv2.CC_STAT_TOP].min())
+        c1 = int((keep[:, cv2.CC_STAT_LEFT] + keep[:, cv2.CC_STAT_WIDTH]).max())
+        r1 = int((keep[:, cv2.CC_STAT_TOP] + keep[:, cv2.CC_STAT_HEIGHT]).max())
+        return Crop(
+            max(0, r0 - margin),
+            min(self.shape[0], r1 + margin),
+            max(0, c0 - margin),
+            min(self.shape[1], c1 + margin),
+            self.shape,
+        )
+
+    def gate(self, grow_px: int = 7, min_fraction: float = 0.1) -> np.ndarray:
+        """Where findings and ducts may be: the largest component plus any other of at least
+        ``min_fraction`` of it (a tail cut off by the image edge), grown by ``grow_px`` (a
+        faint skin line, the nipple's edge); bool, the image's shape, all True without tissue.
+
+        Burnt-in orientation markers, text and rulers in the air are bright, small and apart
+        from the breast; nets that never learnt that they carry no contrast mark them as
+        lesions and ducts (benchmarks/bench_markers.py).
+        """
+        if self.labels is None:
+            return np.ones(self.shape, bool)
+        keep = np.zeros(len(self.stats), np.uint8)
+        keep[self._kept(min_fraction)] = 1
+        mask = keep[self.labels]  # a lookup per pixel, not a search
+        if grow_px > 0:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow_px + 1,) * 2)
+            mask = cv2.dilate(mask, kernel)
+        return mask.astype(bool)
 
 
 def breast_crop(image: np.ndarray, margin: int = 16, min_fraction: float = 0.01) -> Crop:
-    """The bounding box of the breast in a canonical image (air is its darkest, flat level).
-
-    Every tissue component (``tissue_components``) of at least ``min_fraction`` of the
-    largest one counts (a cut-off axillary tail, a separate fold), so small burnt-in markers
-    in the air are ignored. Falls back to the whole image.
-    """
-    shape = (int(image.shape[0]), int(image.shape[1]))
-    found = tissue_components(image)
-    if found is None:
-        return Crop.whole(shape)
-    labels, areas = found
-    rows, cols = np.nonzero(np.isin(labels, np.flatnonzero(areas >= min_fraction * areas.max())))
-    return Crop(
-        max(0, int(rows.min()) - margin),
-        min(shape[0], int(rows.max()) + 1 + margin),
-        max(0, int(cols.min()) - margin),
-        min(shape[1], int(cols.max()) + 1 + margin),
-        shape,
-    )
+    """``BreastRegion.crop`` of ``image``."""
+    return BreastRegion.of(image).crop(margin, min_fraction)
 
 
 def breast_gate(image: np.ndarray, grow_px: int = 7, min_fraction: float = 0.1) -> np.ndarray:
-    """Where findings and ducts may be: the breast, grown by ``grow_px`` (a faint skin line,
-    the nipple's edge). bool, the image's shape.
-
-    The breast is the largest tissue component plus any other of at least ``min_fraction``
-    of it (a tail cut off by the image edge). Burnt-in orientation markers, text and rulers
-    in the air are bright, small and apart from it, and the nets, which never learnt that
-    they carry no contrast, mark them as lesions and ducts (measured on simulated views with
-    markers: benchmarks/bench_markers.py). All True when no tissue stands out.
-    """
-    found = tissue_components(image)
-    if found is None:
-        return np.ones(image.shape, bool)
-    labels, areas = found
-    keep = np.isin(labels, np.flatnonzero(areas >= min_fraction * areas.max())).astype(np.uint8)
-    if grow_px > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow_px + 1,) * 2)
-        keep = cv2.dilate(keep, kernel)
-    return keep.astype(bool)
+    """``BreastRegion.gate`` of ``image``."""
+    return BreastRegion.of(image).gate(grow_px, min_fraction)

@@ -31,7 +31,7 @@ from ductai.data.dicom_reader import read_galactogram
 from ductai.data.galactogram import Galactogram
 from ductai.inference.bundle import DEFAULT_REPORT_THRESHOLD, ModelBundle, load_bundle
 from ductai.inference.candidates import CandidateTable, candidate_table
-from ductai.inference.crop import Crop, breast_crop, breast_gate
+from ductai.inference.crop import BreastRegion, Crop
 from ductai.inference.postprocess import (
     RawDetections,
     detection_heatmap,
@@ -59,7 +59,7 @@ class PredictorOptions:
     tta: bool = False  # vertical flip: maps averaged, boxes inverted and merged
     crop_to_breast: bool = True
     crop_margin_px: int = 16
-    # Findings and ducts only on the breast (crop.breast_gate), grown by this much: no lesion
+    # Findings and ducts only on the breast (crop.BreastRegion.gate), grown by this much: no lesion
     # on a burnt-in marker in the air. None turns the gate off.
     breast_gate_mm: float | None = 2.0
     # Segmentation sliding window; None = the training config's validation section.
@@ -240,16 +240,23 @@ class Predictor:
         return [self.predict(image) for image in images]
 
     def crop(self, canonical: np.ndarray) -> Crop:
-        """The part of a canonical image the nets see: the breast, or all of it."""
-        if not self.options.crop_to_breast:
+        """The part of a canonical image the nets see (the breast, or all of it), with the
+        breast gate on its grid (``breast_gate_mm``); one tissue labelling for both."""
+        o = self.options
+        if not o.crop_to_breast and o.breast_gate_mm is None:
             return Crop.whole(canonical.shape)
-        return breast_crop(canonical, margin=self.options.crop_margin_px)
+        region = BreastRegion.of(canonical)
+        crop = region.crop(o.crop_margin_px) if o.crop_to_breast else Crop.whole(region.shape)
+        if o.breast_gate_mm is not None:
+            gate = region.gate(grow_px=round(o.breast_gate_mm / self.spacing_mm))
+            crop = replace(crop, gate=crop.apply(gate))
+        return crop
 
     def run_nets(
         self, canonical: np.ndarray, crop: Crop, timings: dict | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, RawDetections]:
         """(crop pixels, segmentation probabilities [2, h, w] or None, raw detector boxes),
-        all on the crop's grid, each zero or dropped off the breast (``breast_gate_mm``)."""
+        all on the crop's grid, zero or dropped off the crop's breast gate when it has one."""
         timings = {} if timings is None else timings
         pixels = np.ascontiguousarray(crop.apply(canonical), dtype=np.float32)
         x = torch.from_numpy(pixels)[None, None].to(self.device)
@@ -258,20 +265,19 @@ class Predictor:
                 probs = self._segment(x) if self.inferer is not None else None
             with _timer(timings, "detection"):
                 raw = self._detect(x) if self.detector is not None else RawDetections.empty()
-        if self.options.breast_gate_mm is not None:
-            grow = round(self.options.breast_gate_mm / self.spacing_mm)
-            gate = crop.apply(breast_gate(canonical, grow_px=grow))
+        if crop.gate is not None:
             if probs is not None:
-                probs = probs * gate
-            raw = raw.centred_in(gate)
+                probs = probs * crop.gate
+            raw = raw.centred_in(crop.gate)
         return pixels, probs, raw
 
     def predict_canonical(
         self, canonical: np.ndarray, crop: Crop | None = None, timings: dict | None = None
     ) -> tuple[np.ndarray | None, np.ndarray, tuple[list[Detection], list[Detection]]]:
-        """(duct_prob, lesion_prob, (findings, mimics)) of a canonical image, full grid."""
+        """(duct_prob, lesion_prob, (findings, mimics)) of a canonical image, full grid;
+        without ``crop``, the one ``Predictor.crop`` gives."""
         timings = {} if timings is None else timings
-        crop = crop or Crop.whole(canonical.shape)
+        crop = crop or self.crop(canonical)
         pixels, probs, raw = self.run_nets(canonical, crop, timings)
         with _timer(timings, "postprocess"):
             return self.postprocess(probs, raw, crop, pixels)

@@ -78,8 +78,8 @@ def burn_in_markers(
     air = ~cv2.dilate(support.astype(np.uint8), np.ones((2 * gap + 1,) * 2, np.uint8)).astype(bool)
     air[:edge], air[-edge:], air[:, :edge], air[:, -edge:] = False, False, False, False
     over_tissue = rng.random() < config.marker_over_tissue_probability
-    inside_image = np.zeros((h, w), bool)
-    inside_image[edge:-edge, edge:-edge] = True
+    anywhere = np.zeros((h, w), bool)  # over the breast as well: inside the border only
+    anywhere[edge:-edge, edge:-edge] = True
 
     font = FONTS[int(rng.integers(len(FONTS)))]
     text = label if rng.random() < 0.5 else label.replace(" ", "")
@@ -90,17 +90,10 @@ def burn_in_markers(
     if holder:  # a faint plastic block around the letters
         pad = round(rng.uniform(1.0, 3.0) / spacing_mm)
         letters = cv2.copyMakeBorder(letters, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    spot = _place(letters.shape, inside_image if over_tissue else air, rng)
+    spot = _place(letters.shape, anywhere if over_tissue else air, rng)
     if spot is not None:
-        r, c = spot
-        window = pixels[r : r + letters.shape[0], c : c + letters.shape[1]]
-        base = window.astype(np.float32)
-        if holder:
-            base = base + np.float32(rng.uniform(0.05, 0.15) * white)
-        weight = letters.astype(np.float32) / 255.0
-        level = np.float32(rng.uniform(0.9, 1.0) * white)
-        window[...] = np.clip(base * (1 - weight) + level * weight, 0, white).astype(pixels.dtype)
-        boxes.append([float(c), float(r), float(c + letters.shape[1]), float(r + letters.shape[0])])
+        lift = rng.uniform(0.05, 0.15) * white if holder else 0.0
+        boxes.append(_burn(pixels, letters, spot, rng.uniform(0.9, 1.0) * white, white, lift))
 
     if rng.random() < config.marker_text_probability:
         template = TEXT_LINES[int(rng.integers(len(TEXT_LINES)))]
@@ -116,12 +109,25 @@ def burn_in_markers(
         )
         spot = _place(small.shape, air, rng)
         if spot is not None:
-            r, c = spot
-            window = pixels[r : r + small.shape[0], c : c + small.shape[1]]
-            weight = small.astype(np.float32) / 255.0
-            level = np.float32(rng.uniform(0.6, 1.0) * white)
-            window[...] = np.clip(
-                window.astype(np.float32) * (1 - weight) + level * weight, 0, white
-            ).astype(pixels.dtype)
-            boxes.append([float(c), float(r), float(c + small.shape[1]), float(r + small.shape[0])])
+            boxes.append(_burn(pixels, small, spot, rng.uniform(0.6, 1.0) * white, white))
     return boxes
+
+
+def _burn(
+    pixels: np.ndarray,
+    glyphs: np.ndarray,
+    spot: tuple[int, int],
+    level: float,
+    white: int,
+    lift: float = 0.0,
+) -> list[float]:
+    """Blend the uint8 ``glyphs`` mask in at ``level`` with its top-left at ``spot`` (in
+    place), the block first raised by ``lift`` (a holder); the box ``[x0, y0, x1, y1]``."""
+    r, c = spot
+    gh, gw = glyphs.shape
+    window = pixels[r : r + gh, c : c + gw]
+    base = window.astype(np.float32) + np.float32(lift)
+    weight = glyphs.astype(np.float32) / 255.0
+    blended = base * (1 - weight) + np.float32(level) * weight
+    window[...] = np.clip(blended, 0, white).astype(pixels.dtype)
+    return [float(c), float(r), float(c + gw), float(r + gh)]

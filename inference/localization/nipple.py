@@ -202,13 +202,13 @@ def find_landmarks(
     if orifice is not None:
         inside = ndi.distance_transform_edt(mask)
         r, c = int(orifice[1]), int(orifice[0])
-        depth_mm = inside[r, c] * spacing_mm
-        if depth_mm > MAX_OFF_PROFILE_MM:
-            pass  # the column starts deep in the breast: the apex stays the nipple
-        elif depth_mm > OFF_PROFILE_MM:
+        depth_mm = inside[r, c] * spacing_mm  # deeper than MAX_OFF_PROFILE_MM: the apex stays
+        if OFF_PROFILE_MM < depth_mm <= MAX_OFF_PROFILE_MM:
             if not _enters_nipple(mask, top, orifice, spacing_mm):
                 nipple, in_profile = orifice, False
-        elif np.hypot(top[0] - orifice[0], top[1] - orifice[1]) * spacing_mm > FLAT_APEX_MM:
+        elif depth_mm <= OFF_PROFILE_MM and (
+            np.hypot(top[0] - orifice[0], top[1] - orifice[1]) * spacing_mm > FLAT_APEX_MM
+        ):
             nipple = orifice  # a flat front: the duct meets the skin away from the apex
     axis = nipple_axis(mask, nipple, spacing_mm) if fit_axis else (1.0, 0.0)
     chest_wall_x = 0.0
