@@ -126,13 +126,3 @@ class BreastRegion:
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow_px + 1,) * 2)
             mask = cv2.dilate(mask, kernel)
         return mask.astype(bool)
-
-
-def breast_crop(image: np.ndarray, margin: int = 16, min_fraction: float = 0.01) -> Crop:
-    """``BreastRegion.crop`` of ``image``."""
-    return BreastRegion.of(image).crop(margin, min_fraction)
-
-
-def breast_gate(image: np.ndarray, grow_px: int = 7, min_fraction: float = 0.1) -> np.ndarray:
-    """``BreastRegion.gate`` of ``image``."""
-    return BreastRegion.of(image).gate(grow_px, min_fraction)

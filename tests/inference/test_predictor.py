@@ -13,7 +13,7 @@ from ductai.data.canonical import to_canonical
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.labels import FINDINGS, MIMICS
 from ductai.inference.bundle import BundleError, load_bundle, write_bundle
-from ductai.inference.crop import breast_gate
+from ductai.inference.crop import BreastRegion
 from ductai.inference.lesions import lesion_records
 from ductai.inference.predictor import Predictor, PredictorOptions
 from ductai.inference.types import ViewPrediction
@@ -105,7 +105,7 @@ def test_breast_gate_keeps_maps_and_boxes_off_a_burnt_in_marker(tiny_bundle, sim
     canonical, _ = to_canonical(image, gated.spacing_mm)
     w = canonical.shape[1]
     marker = (slice(4, 20), slice(w - 48, w - 6))  # the corner beside the nipple: air
-    assert not breast_gate(canonical)[marker].any()
+    assert not BreastRegion.of(canonical).gate()[marker].any()
     canonical = canonical.copy()
     canonical[marker] = 1.0
     duct, lesion, (found, mimics) = gated.predict_canonical(canonical)
@@ -117,7 +117,7 @@ def test_breast_gate_keeps_maps_and_boxes_off_a_burnt_in_marker(tiny_bundle, sim
         assert not (
             marker[0].start <= cy < marker[0].stop and marker[1].start <= cx < marker[1].stop
         )
-    breast = breast_gate(canonical, grow_px=0)
+    breast = BreastRegion.of(canonical).gate(grow_px=0)
     np.testing.assert_array_equal(duct[breast], duct_u[breast])
 
 

@@ -14,7 +14,7 @@ import torch
 from ductai.data.canonical import to_canonical
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.labels import CLASSES, FINDINGS
-from ductai.inference.crop import Crop, breast_crop, breast_gate
+from ductai.inference.crop import BreastRegion, Crop
 from ductai.inference.lesions import box_size_mm, lesion_record
 from ductai.inference.postprocess import (
     RawDetections,
@@ -43,7 +43,7 @@ def test_truth_boxes_round_trip_to_the_dicom_grid(oracle_predictor, simulated_st
         objects = truth["objects"]
         image = read_galactogram(path)
         canonical, geometry = to_canonical(image, oracle_predictor.spacing_mm)
-        crop = breast_crop(canonical)
+        crop = BreastRegion.of(canonical).crop()
         full = geometry.boxes_to_canonical(np.array([o["bbox_px"] for o in objects]))
         scores = np.linspace(0.9, 0.5, len(objects))
         labels = np.array([CLASSES.index(o["label"]) for o in objects])
@@ -158,17 +158,17 @@ def _breast_and_marker(marker=(slice(5, 8), slice(100, 103))) -> np.ndarray:
 
 
 def test_breast_crop_ignores_air_and_markers():
-    crop = breast_crop(_breast_and_marker(), margin=4)
+    crop = BreastRegion.of(_breast_and_marker()).crop(margin=4)
     assert (crop.r0, crop.r1, crop.c0, crop.c1) == (16, 84, 0, 64)
     assert crop.fraction < 0.5
-    assert breast_crop(np.zeros((10, 12), np.float32)) == Crop.whole((10, 12))
+    assert BreastRegion.of(np.zeros((10, 12), np.float32)).crop() == Crop.whole((10, 12))
 
 
 def test_breast_gate_drops_markers_and_keeps_the_breast():
-    gate = breast_gate(_breast_and_marker((slice(5, 9), slice(100, 110))), grow_px=2)
+    gate = BreastRegion.of(_breast_and_marker((slice(5, 9), slice(100, 110)))).gate(grow_px=2)
     assert gate[20:80, 0:60].all() and gate[18, 30] and gate[50, 61]  # grown by 2 px
     assert not gate[5:9, 100:110].any() and not gate[50, 63]
-    assert breast_gate(np.zeros((10, 12), np.float32)).all()  # no tissue: no gate
+    assert BreastRegion.of(np.zeros((10, 12), np.float32)).gate().all()  # no tissue: no gate
     raw = RawDetections(
         np.array([[10, 30, 20, 40], [98, 4, 112, 10]], float),
         np.array([0.9, 0.8]),
@@ -199,7 +199,7 @@ def test_predictor_maps_are_the_cropped_nets_pasted(tiny_predictor, simulated_st
         probs = torch.sigmoid(tiny_predictor.inferer(x, tiny_predictor.segmenter))[0].numpy()
     # off the breast (the grown gate) the maps are zero: no duct on a marker in the air
     grow = round(tiny_predictor.options.breast_gate_mm / tiny_predictor.spacing_mm)
-    gate = breast_gate(pred.canonical, grow_px=grow)
+    gate = BreastRegion.of(pred.canonical).gate(grow_px=grow)
     assert gate[crop.r0 : crop.r1, crop.c0 : crop.c1].mean() < 1.0
     np.testing.assert_allclose(pred.duct_prob, crop.paste(probs[0]) * gate, atol=1e-6)
     outside = np.ones(pred.geometry.canonical_shape, bool)
