@@ -19,6 +19,8 @@ from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 from skimage.morphology import remove_small_holes, skeletonize
 
+from ductai.inference.localization import morphology
+
 DUCT_THRESHOLD = 0.5
 MIN_BRANCH_MM = 2.0  # child subtrees shorter than this (or than the duct's width) are spurs
 FILL_HOLES_MM2 = 120.0  # lucent filling defects (papillomas < 1 cm) become part of the lumen
@@ -105,9 +107,14 @@ def build_duct_graph(
     orifice: tuple[float, float] | None,
     spacing_mm: float,
     threshold: float = DUCT_THRESHOLD,
+    mask: np.ndarray | None = None,
 ) -> DuctGraph:
-    """Graph of the duct component at ``orifice`` (else the largest), rooted at the orifice."""
-    mask = duct_mask(duct_prob, spacing_mm, threshold)
+    """Graph of the duct component at ``orifice`` (else the largest), rooted at the orifice.
+
+    ``mask``: ``duct_mask(duct_prob, spacing_mm, threshold)`` when the caller has it already.
+    """
+    if mask is None:
+        mask = duct_mask(duct_prob, spacing_mm, threshold)
     px_area = spacing_mm**2
     labels, n = ndi.label(mask, structure=np.ones((3, 3)))
     if n == 0:
@@ -125,12 +132,11 @@ def build_duct_graph(
 def _orifice_component(labels, sizes, orifice, spacing_mm) -> int:
     """Label of the component nearest the orifice (within reach), else the largest."""
     if orifice is not None:
-        _, (rows, cols) = ndi.distance_transform_edt(labels == 0, return_indices=True)
         r = int(np.clip(orifice[1], 0, labels.shape[0] - 1))
         c = int(np.clip(orifice[0], 0, labels.shape[1] - 1))
-        nr, nc = rows[r, c], cols[r, c]
-        if np.hypot(nr - r, nc - c) * spacing_mm <= ORIFICE_REACH_MM:
-            return int(labels[nr, nc])
+        nearest = morphology.nearest_true(labels > 0, r, c, ORIFICE_REACH_MM / spacing_mm)
+        if nearest is not None:
+            return int(labels[nearest])
     sizes = sizes.copy()
     sizes[0] = 0
     return int(np.argmax(sizes))
@@ -140,7 +146,7 @@ def _skeleton_graph(component: np.ndarray, orifice, spacing_mm: float) -> DuctGr
     skeleton = skeletonize(component)
     rows, cols = np.nonzero(skeleton)
     points = np.stack([cols + 0.5, rows + 0.5], axis=1)
-    width = 2.0 * ndi.distance_transform_edt(component)[rows, cols] * spacing_mm
+    width = 2.0 * morphology.inside_distance(component)[rows, cols] * spacing_mm
     index = np.full(component.shape, -1, dtype=np.int64)
     index[rows, cols] = np.arange(len(rows))
     src, dst, w = [], [], []

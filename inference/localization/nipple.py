@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import disk
+
+from ductai.inference.localization import morphology
 
 # A nipple projected over the breast (off profile) sits well inside the skin line; an orifice
 # farther than this from the outline means the outline's apex is not the nipple.
@@ -62,11 +63,10 @@ def breast_mask(image: np.ndarray, spacing_mm: float) -> np.ndarray:
     if high - air < 1e-3:  # a constant image
         return np.zeros(image.shape, bool)
     mask = image > air + AIR_MARGIN * (high - air)
-    mask = ndi.binary_closing(mask, structure=disk(max(1, round(SKIN_GAP_MM / spacing_mm))))
+    mask = morphology.closing(mask, max(1, round(SKIN_GAP_MM / spacing_mm)))
     mask[:, 0] = mask[0, :] = mask[-1, :] = True
     mask = ndi.binary_fill_holes(mask)
-    radius = max(1, round(CANNULA_OPEN_MM / spacing_mm))
-    mask = ndi.binary_opening(mask, structure=disk(radius), border_value=1)
+    mask = morphology.opening(mask, max(1, round(CANNULA_OPEN_MM / spacing_mm)), border=1)
     labels, n = ndi.label(mask)
     if n == 0:
         return mask
@@ -133,7 +133,7 @@ def find_orifice(
     The contrast column starts at the cannulated orifice on the nipple; anything opacified
     outside the breast (the cannula, tubing) is dropped first.
     """
-    reach = ndi.binary_dilation(breast, structure=disk(max(1, round(1.0 / spacing_mm))))
+    reach = morphology.dilation(breast, max(1, round(1.0 / spacing_mm)))
     duct = duct & reach
     labels, n = ndi.label(duct, structure=np.ones((3, 3)))
     if n == 0:
@@ -200,9 +200,10 @@ def find_landmarks(
         orifice = find_orifice(duct.astype(bool), mask, top, spacing_mm)
     nipple, in_profile = top, True
     if orifice is not None:
-        inside = ndi.distance_transform_edt(mask)
         r, c = int(orifice[1]), int(orifice[0])
-        depth_mm = inside[r, c] * spacing_mm  # deeper than MAX_OFF_PROFILE_MM: the apex stays
+        limit = MAX_OFF_PROFILE_MM / spacing_mm
+        # deeper than MAX_OFF_PROFILE_MM (inf): the apex stays
+        depth_mm = morphology.distance_to_outside(mask, r, c, limit) * spacing_mm
         if OFF_PROFILE_MM < depth_mm <= MAX_OFF_PROFILE_MM:
             if not _enters_nipple(mask, top, orifice, spacing_mm):
                 nipple, in_profile = orifice, False

@@ -42,7 +42,9 @@ def localize_arrays(
     if duct is None:
         graph = empty_graph(spacing_mm, image.shape)
     else:
-        graph = build_duct_graph(duct_prob, landmarks.orifice, spacing_mm, duct_threshold)
+        graph = build_duct_graph(
+            duct_prob, landmarks.orifice, spacing_mm, duct_threshold, mask=duct
+        )
     lesions = [measure_lesion(d.box, landmarks, graph, spacing_mm, view) for d in detections]
     flags = fill_flags(graph, landmarks, detections, spacing_mm)
     if duct_prob is None:

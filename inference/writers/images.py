@@ -4,7 +4,10 @@ Encodings (also in report.schema.json):
 * duct_mask.png: 8-bit grey, the DICOM's rows x columns, 255 = duct, 0 = not.
 * heatmap.png: 8-bit grey, the DICOM's size, lesion probability p stored as round(255 p):
   lossless data a program can threshold. heatmap_color.png: the same map coloured (inferno)
-  for people; a colour map cannot be read back into numbers reliably, hence two files.
+  for people; a colour map cannot be read back into numbers reliably, hence two files. It is
+  stored as an 8-bit palette PNG whose 256 entries are the colour map: every viewer shows the
+  same RGB as a true-colour file, written in a fifth of the time (no per-row filter search
+  over three channels) and half the size.
 * overlay.png: the image as hung (original orientation), downsampled to at most
   OVERLAY_MAX_SIDE pixels, with the duct outline, the heatmap, numbered marks and a legend.
 """
@@ -26,8 +29,10 @@ from ductai.inference.writers.grid import DUCT_THRESHOLD
 __all__ = [
     "OVERLAY_MAX_SIDE",
     "colour_heatmap",
+    "heatmap_palette",
     "overlay_image",
     "surgical_map_image",
+    "write_palette_png",
     "write_png",
 ]
 
@@ -42,6 +47,20 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
     # Level 1: a full-field mask or heatmap compresses nearly as well at a third of the time.
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", compress_level=1)
     return Path(path)
+
+
+def write_palette_png(path: str | Path, indices: np.ndarray, palette: np.ndarray) -> Path:
+    """uint8 ``indices`` shown through ``palette`` ((256, 3) uint8 RGB) as a palette PNG."""
+    indices = np.ascontiguousarray(indices, dtype=np.uint8)
+    image = Image.frombytes("P", (indices.shape[1], indices.shape[0]), indices.tobytes())
+    image.putpalette(np.asarray(palette, dtype=np.uint8).ravel().tolist())
+    image.save(path, format="PNG", compress_level=1)
+    return Path(path)
+
+
+def heatmap_palette() -> np.ndarray:
+    """(256, 3) uint8 RGB: the colour of each stored probability value (inferno)."""
+    return colour_heatmap(np.arange(256, dtype=np.uint8)[None, :])[0]
 
 
 def _font(size: int) -> ImageFont.ImageFont:

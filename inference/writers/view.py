@@ -15,7 +15,12 @@ from ductai.inference.types import StudyLesion, ViewLocalization, ViewPrediction
 from ductai.inference.writers.atomic import atomic_folder, safe_uid
 from ductai.inference.writers.dicom import DicomUids, write_sc, write_seg, write_sr
 from ductai.inference.writers.grid import duct_mask_px, lesion_mask_px, probability_px
-from ductai.inference.writers.images import colour_heatmap, overlay_image, write_png
+from ductai.inference.writers.images import (
+    heatmap_palette,
+    overlay_image,
+    write_palette_png,
+    write_png,
+)
 from ductai.inference.writers.report import build_report
 from ductai.inference.writers.schema import validate_report
 
@@ -65,7 +70,7 @@ def write_view_outputs(
         write_png(tmp / FILES["duct_mask"], duct)
         prob = probability_px(geometry, prediction.lesion_prob)
         write_png(tmp / FILES["heatmap"], prob)
-        write_png(tmp / FILES["heatmap_color"], colour_heatmap(prob))
+        write_palette_png(tmp / FILES["heatmap_color"], prob, heatmap_palette())
         del prob
         report = build_report(prediction, localization, study_lesions, outputs)
         write_png(tmp / FILES["overlay"], overlay_image(prediction, report))

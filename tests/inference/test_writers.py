@@ -29,7 +29,7 @@ from ductai.inference.writers import (
     write_view_outputs,
 )
 from ductai.inference.writers import view as view_module
-from ductai.inference.writers.images import clock_hours
+from ductai.inference.writers.images import clock_hours, colour_heatmap
 
 sys.path.insert(0, str(Path(__file__).parent))
 from writers_fixtures import simulated_case
@@ -117,6 +117,11 @@ def test_pngs_have_the_dicom_size(written):
         assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255} and mask.any()
         heat = np.asarray(Image.open(folder / "heatmap.png"))
         assert heat.ndim == 2 and heat.max() > 200  # probability 0.95 at the lesion centres
+        # the colour file is the same values through the inferno palette
+        with Image.open(folder / "heatmap_color.png") as image:
+            assert image.mode == "P"
+            assert np.array_equal(np.asarray(image), heat)
+            assert np.array_equal(np.asarray(image.convert("RGB")), colour_heatmap(heat))
         overlay = np.asarray(Image.open(folder / "overlay.png"))
         assert overlay.ndim == 3 and max(overlay.shape[:2]) >= 900
 
