@@ -65,7 +65,10 @@ def _components(
         return np.zeros((0, 4)), np.zeros(0), np.zeros(0), np.zeros(0)
     index = np.arange(1, n + 1)
     area = np.asarray(ndimage.sum_labels(np.ones(lesion.shape, np.int32), labels, index), float)
-    peak = np.asarray(ndimage.maximum(lesion, labels, index), dtype=np.float64)
+    # per-label maximum over the labelled pixels only (ndimage.maximum sorts the whole image)
+    inside = labels > 0
+    peak = np.full(n, -np.inf)
+    np.maximum.at(peak, labels[inside] - 1, lesion[inside])
     mean = np.asarray(ndimage.mean(lesion, labels, index), dtype=np.float64)
     boxes = np.array(
         [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(labels)],
