@@ -149,12 +149,15 @@ def run_inference(
     predictor: Any | None = None,
     keep_predictions: bool = False,
     score_threshold: float | None = None,
+    pair_threshold: float | None = None,
 ) -> InferenceRun:
     """Analyse every DICOM under `paths`; results under `out_dir` (see module docstring).
 
     `predictor`: an already loaded Predictor (then `model`, `device`, `tta` and
     `score_threshold` are ignored), so a caller that runs many batches loads the networks once.
     `score_threshold`: report findings from this score (default: the bundle's operating point).
+    `pair_threshold`: pair across views only the findings from this score (default: all
+    reported ones); an evaluation that reports down to a low score pairs at the operating point.
     """
     start = time.perf_counter()
     if isinstance(paths, (str, Path)):
@@ -170,7 +173,9 @@ def run_inference(
     run = InferenceRun(out_dir=out_dir, model=stages.model_name(predictor))
     out_dir.mkdir(parents=True, exist_ok=True)
     for group in group_by_breast(files):
-        breast = _run_breast(group, predictor, out_dir, pixel_spacing, run.errors, keep_predictions)
+        breast = _run_breast(
+            group, predictor, out_dir, pixel_spacing, run.errors, keep_predictions, pair_threshold
+        )
         if breast is not None:
             run.breasts.append(breast)
         # Rewritten after every breast: a batch killed midway still lists its failures.
@@ -197,6 +202,7 @@ def _run_breast(
     pixel_spacing: float | None,
     errors: list[FileError],
     keep: bool,
+    pair_threshold: float | None = None,
 ) -> BreastResult | None:
     predictions: list[ViewPrediction] = []
     seen: set[str] = set()
@@ -222,7 +228,7 @@ def _run_breast(
     if not predictions:
         return None
     localizations = [_localize(p, errors) for p in predictions]
-    study = _cross_view(predictions, localizations, errors)
+    study = _cross_view(predictions, localizations, errors, pair_threshold)
     lesions = study.lesions if study is not None else []
     # Views of one group share the study and laterality the reader found (the header scan
     # that grouped them used the same rules).
@@ -285,13 +291,15 @@ def _cross_view(
     predictions: list[ViewPrediction],
     localizations: list[ViewLocalization | None],
     errors: list[FileError],
+    pair_threshold: float | None = None,
 ):
     """The breast's StudyLocalization, over the views that were localized; None on failure."""
     pairs = [(p, loc) for p, loc in zip(predictions, localizations) if loc is not None]
     if not pairs:
         return None
     try:
-        return stages.localize_breast([p for p, _ in pairs], [loc for _, loc in pairs])
+        views = [p for p, _ in pairs]
+        return stages.localize_breast(views, [loc for _, loc in pairs], pair_threshold)
     except Exception as exc:
         _error(errors, predictions[0].image.path, "localize", exc)
         return None

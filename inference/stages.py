@@ -76,9 +76,12 @@ def positioner_angle(path: str | Path) -> float | None:
 
 
 def localize_breast(
-    predictions: Sequence[ViewPrediction], localizations: Sequence[ViewLocalization]
+    predictions: Sequence[ViewPrediction],
+    localizations: Sequence[ViewLocalization],
+    pair_threshold: float | None = None,
 ):
-    """Cross-view matching of one breast: a StudyLocalization (lesions, flags, notes)."""
+    """Cross-view matching of one breast: a StudyLocalization (lesions, flags, notes);
+    findings scoring below ``pair_threshold`` are not paired across views."""
     from ductai.inference.localization import localize_study
 
     angles = {
@@ -86,7 +89,9 @@ def localize_breast(
         for p in predictions
         if (angle := positioner_angle(p.image.path)) is not None
     }
-    return localize_study(list(zip(predictions, localizations)), obliquity_deg=angles)
+    return localize_study(
+        list(zip(predictions, localizations)), obliquity_deg=angles, min_score=pair_threshold
+    )
 
 
 def write_view(

@@ -170,8 +170,14 @@ def evaluate_inference(
         )
     bundle = getattr(predictor, "bundle", None)  # test doubles may have none
     operating = None if calibrate or bundle is None else bundle.operating_threshold
+    # pair across views at the operating point, as a default run does (inference/localization/
+    # study.py: pairing among every low-scoring candidate would cost true lesions their clock)
     run = run_inference(
-        [e.image for e in entries], out / "inference", model=model, predictor=predictor
+        [e.image for e in entries],
+        out / "inference",
+        model=model,
+        predictor=predictor,
+        pair_threshold=operating,
     )
     predicted = _predictions(run)
     metrics, curves = score_inference(predicted, truths, localization_threshold=operating)

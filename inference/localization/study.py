@@ -19,6 +19,12 @@ simulator writes +theta for right, -theta for left breasts), 45 degrees when unk
 
 One view: the side (medial/lateral or superior/inferior) and the depth third, which any
 view shows; clock and quadrant stay unknown (None).
+
+``min_score``: lesions scoring below it are listed but not paired. A run reports findings
+from its threshold and pairs all of them; an evaluation that reports down to a low score
+for its FROC curve pairs only those at the operating point, as a default run would, so that
+its clocks are the ones a user gets (pairing among ~30 candidates a view instead of a few
+takes a true lesion's partner from the false ones).
 """
 
 from __future__ import annotations
@@ -107,15 +113,20 @@ def pair_cost(a: StudyView, i: int, b: StudyView, j: int) -> float:
     return cost + (CLASS_PENALTY if a.labels[i] != b.labels[j] else 0.0)
 
 
-def match_lesions(a: StudyView, b: StudyView, gate: float = GATE) -> list[tuple[int, int]]:
-    """Hungarian assignment of a's lesions to b's, pairs above ``gate`` dropped."""
-    n, m = len(a.labels), len(b.labels)
-    if n == 0 or m == 0:
+def match_lesions(
+    a: StudyView, b: StudyView, gate: float = GATE, min_score: float | None = None
+) -> list[tuple[int, int]]:
+    """Hungarian assignment of a's lesions to b's, pairs above ``gate`` dropped; lesions
+    scoring below ``min_score`` take no part."""
+    floor = -math.inf if min_score is None else min_score
+    rows_in = [i for i, s in enumerate(a.scores) if s >= floor]
+    cols_in = [j for j, s in enumerate(b.scores) if s >= floor]
+    if not rows_in or not cols_in:
         return []
-    cost = np.array([[pair_cost(a, i, b, j) for j in range(m)] for i in range(n)])
+    cost = np.array([[pair_cost(a, i, b, j) for j in cols_in] for i in rows_in])
     big = 1e6
     rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, big))
-    return [(int(i), int(j)) for i, j in zip(rows, cols) if cost[i, j] <= gate]
+    return [(rows_in[i], cols_in[j]) for i, j in zip(rows, cols) if cost[i, j] <= gate]
 
 
 def localize_pair(
@@ -143,12 +154,16 @@ def localize_pair(
     )
 
 
-def combine_views(views: list[StudyView], laterality: str) -> StudyLocalization:
+def combine_views(
+    views: list[StudyView], laterality: str, min_score: float | None = None
+) -> StudyLocalization:
     """Study lesions of one breast from its views (the core, free of image objects)."""
     flags = sorted({f for v in views for f in v.localization.fill_flags})
     cc = next((v for v in views if v.view == "CC"), None)
     side = next((v for v in views if v.view in ("ML", "MLO")), None)
-    pairs = match_lesions(cc, side) if cc is not None and side is not None else []
+    pairs = []
+    if cc is not None and side is not None:
+        pairs = match_lesions(cc, side, min_score=min_score)
     matched = {(cc.uid, i): (side.uid, j) for i, j in pairs} if pairs else {}
     taken = {(side.uid, j) for _, j in pairs} if pairs else set()
     lesions: list[StudyLesion] = []
@@ -176,6 +191,7 @@ def combine_views(views: list[StudyView], laterality: str) -> StudyLocalization:
 def localize_study(
     views: list[tuple[ViewPrediction, ViewLocalization]],
     obliquity_deg: dict[str, float] | None = None,
+    min_score: float | None = None,
 ) -> StudyLocalization:
     """Study lesions of one breast from its (prediction, localization) per view.
 
@@ -198,4 +214,4 @@ def localize_study(
         )
         for p, loc in views
     ]
-    return combine_views(study_views, laterality)
+    return combine_views(study_views, laterality, min_score=min_score)

@@ -282,6 +282,38 @@ def test_single_view_reports_side_and_depth_but_no_clock():
         assert location.side in ("medial", "lateral")
 
 
+def test_findings_below_the_pair_threshold_are_listed_but_not_paired():
+    views = next(
+        oracle_breast(i) for i in range(N_BREASTS) if all(len(v.findings) for v in oracle_breast(i))
+    )
+    paired = study_of(views)
+    assert any(len(lesion.views) == 2 for lesion in paired.lesions)
+
+    def with_scores(score_of):
+        study_views = [
+            StudyView(
+                uid=f"{k}",
+                view=v.view,
+                obliquity_deg=v.obliquity_deg if v.view == "MLO" else 0.0,
+                localization=v.parts.localization,
+                labels=[f.label for f in v.findings],
+                scores=[score_of(v, i) for i in range(len(v.findings))],
+            )
+            for k, v in enumerate(views)
+        ]
+        return study_views
+
+    # every side-view finding below the threshold: nothing is paired, nothing is lost
+    low_side = with_scores(lambda v, i: 0.3 if v.view != "CC" else 0.9)
+    study = combine_views(low_side, views[0].laterality, min_score=0.5)
+    assert all(len(lesion.views) == 1 and lesion.clock is None for lesion in study.lesions)
+    assert len(study.lesions) == sum(len(v.findings) for v in views)
+    # all above it: the same pairs as without a threshold
+    high = combine_views(with_scores(lambda v, i: 0.9), views[0].laterality, min_score=0.5)
+    assert [lesion.views for lesion in high.lesions] == [lesion.views for lesion in paired.lesions]
+    assert [lesion.clock for lesion in high.lesions] == [lesion.clock for lesion in paired.lesions]
+
+
 def test_fill_flags_no_contrast_extravasation_and_early_stop():
     cc, _ = oracle_breast(0)
     image = cc.sample["image"][0]
