@@ -212,15 +212,58 @@ def decide_flips(
         )
     )
     if laterality in ("L", "R"):
-        # Standard hanging: a right breast's nipple points to the image's left.
-        return laterality == "R", False, f"laterality {laterality} ({missing})"
+        # Standard hanging: a right breast's nipple points to the image's left. Without a
+        # PatientOrientation nothing says the file follows it: a clear chest wall on the other
+        # edge overrules it (a mirrored model input would put the nipple at the chest wall).
+        standard = laterality == "R"
+        seen = None if image is None else chest_wall_on_right(image)
+        if seen is not None and seen != standard:
+            side = "right" if seen else "left"
+            return (
+                seen,
+                False,
+                (
+                    f"image content: the chest wall is on the image's {side}, against the standard "
+                    f"hanging of laterality {laterality} ({missing})"
+                ),
+            )
+        return standard, False, f"laterality {laterality} ({missing})"
     if image is None:
         return False, False, "no orientation, laterality or image: unchanged"
     return _flip_from_content(image), False, "image content (no orientation or laterality)"
 
 
+# The chest wall's edge is tissue over most of its height, the nipple's edge mostly air; an
+# edge counts as tissue in a row when most of its strip is above the air level.
+CHEST_WALL_MARGIN = 0.25  # least difference of those row fractions that decides
+
+
+def _edge_tissue(image: np.ndarray) -> tuple[float, float]:
+    """Fractions of rows whose left and right edge strips (2 % of the width) are tissue."""
+    sample = image[::4, ::4]
+    air, high = float(np.percentile(sample, 1)), float(np.percentile(sample, 99))
+    level = air + 0.1 * (high - air)
+    strip = max(1, image.shape[1] // 50)
+    left = float(((image[:, :strip] > level).mean(axis=1) > 0.5).mean())
+    right = float(((image[:, -strip:] > level).mean(axis=1) > 0.5).mean())
+    return left, right
+
+
+def chest_wall_on_right(image: np.ndarray) -> bool | None:
+    """True / False when the image clearly shows its chest wall on the right / left edge, None
+    when the edges do not tell (a breast filling the width, an empty image). ``image``:
+    contrast bright, tissue brighter than air (the intensity rule)."""
+    left, right = _edge_tissue(np.asarray(image, dtype=np.float32))
+    if abs(right - left) < CHEST_WALL_MARGIN:
+        return None
+    return right > left
+
+
 def _flip_from_content(image: np.ndarray) -> bool:
     """The chest wall is the edge with more tissue; tissue is brighter than air after the rule."""
+    seen = chest_wall_on_right(image)
+    if seen is not None:
+        return seen
     strip = max(1, image.shape[1] // 50)
     left = float(np.mean(image[:, :strip]))
     right = float(np.mean(image[:, -strip:]))
@@ -229,7 +272,10 @@ def _flip_from_content(image: np.ndarray) -> bool:
 
 def canonical_geometry_for(image: Galactogram, spacing_mm: float) -> CanonicalGeometry:
     """The geometry for one image; warns (in image.warnings) when flips are guessed."""
-    needs_content = image.patient_orientation is None and image.laterality not in ("L", "R")
+    # the content checks a hanging that rests on laterality alone
+    needs_content = image.patient_orientation is None or not any(
+        c in image.patient_orientation[0] for c in "AP"
+    )
     flip_cols, flip_rows, reason = decide_flips(
         image.laterality,
         image.view,

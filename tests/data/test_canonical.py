@@ -170,3 +170,55 @@ def test_shape_mismatch_is_an_error():
     geometry = CanonicalGeometry.create((10, 10), (0.1, 0.1), 0.1)
     with pytest.raises(ValueError, match="original shape"):
         geometry.image_to_canonical(np.zeros((9, 10)))
+
+
+def _breast_image(chest_wall_right: bool) -> np.ndarray:
+    """A half-disc of tissue against one edge, air elsewhere (contrast bright)."""
+    rows, cols = np.mgrid[0:300, 0:240]
+    x = 240 - cols if chest_wall_right else cols
+    image = np.where((x / 200.0) ** 2 + ((rows - 150) / 130.0) ** 2 < 1.0, 0.6, 0.02)
+    return image.astype(np.float32)
+
+
+def test_a_hanging_known_from_laterality_alone_is_checked_against_the_chest_wall():
+    standard = _breast_image(chest_wall_right=True)  # a right breast as usually hung
+    assert decide_flips("R", "CC", None, standard) == (
+        True,
+        False,
+        "laterality R (no PatientOrientation)",
+    )
+    mirrored = _breast_image(chest_wall_right=False)  # the same breast stored mirrored
+    flip_cols, flip_rows, reason = decide_flips("R", "CC", None, mirrored)
+    assert (flip_cols, flip_rows) == (False, False)
+    assert "chest wall is on the image's left" in reason
+    # an explicit PatientOrientation is followed as written
+    assert decide_flips("R", "CC", ("P", "R"), mirrored)[0] is True
+    # edges that do not tell (tissue across the whole width) leave the standard hanging
+    full = np.full((300, 240), 0.6, np.float32)
+    assert decide_flips("L", "MLO", None, full)[:2] == (False, False)
+
+
+def test_a_mirrored_file_without_orientation_gives_the_same_canonical_image(tmp_path):
+    """A real simulated view stored mirrored, its PatientOrientation removed: the laterality
+    alone would hang it the wrong way round; the chest wall in the image decides."""
+    import pydicom
+
+    from ductai.data.dicom_reader import read_galactogram
+    from ductai.simulation.config import load_simulation_config
+    from ductai.simulation.dicom_writer import DicomIdentity, write_mg_dicom
+    from ductai.simulation.sample import simulate_breast
+
+    view = simulate_breast(load_simulation_config("default"), 3, 0, spacing_mm=0.5)[0]
+    path = write_mg_dicom(tmp_path / "view.dcm", view.rendered, DicomIdentity.generate("M-1"))
+    ds = pydicom.dcmread(path)
+    del ds.PatientOrientation
+    ds.PixelData = np.ascontiguousarray(ds.pixel_array[:, ::-1]).tobytes()
+    ds.save_as(tmp_path / "mirrored.dcm")
+
+    original, _ = to_canonical(read_galactogram(path), 0.5)
+    image = read_galactogram(tmp_path / "mirrored.dcm")
+    mirrored, geometry = to_canonical(image, 0.5)
+    assert "chest wall is on the image's" in geometry.flip_reason
+    assert any("image content" in w for w in image.warnings)
+    # the same picture up to the rows, which nothing in a mirrored file can tell
+    assert np.allclose(mirrored, original) or np.allclose(mirrored, original[::-1])
