@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings as pywarnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,25 @@ _VIEW_CODES: list[tuple[Code, str]] = [
     (codes.SCT.Cleavage, "CV"),
 ]
 _VIEW_ALIASES = {"LATERAL": "ML", "MEDIOLATERAL": "ML", "OBLIQUE": "MLO", "CRANIOCAUDAL": "CC"}
+# Free-text fields that often name the view when the coded attributes are missing ("R MLO",
+# "LCC", "Right CC"); read last, with a warning.
+_DESCRIPTIONS = ("SeriesDescription", "ProtocolName", "ImageComments")
+_VIEW_IN_TEXT = re.compile(r"(?<![A-Z])(RIGHT|LEFT|R|L)?[ _-]?(XCCL|XCCM|MLO|CC|ML)(?![A-Z])")
+_SIDE_IN_TEXT = re.compile(r"(?<![A-Z])(RIGHT|LEFT)(?![A-Z])")
+
+
+def _from_description(ds: Dataset) -> tuple[str | None, str | None, str]:
+    """(laterality, view, "Keyword 'text'") named by the first free-text field that names any."""
+    for keyword in _DESCRIPTIONS:
+        text = str(ds.get(keyword, "") or "").upper()
+        found = _VIEW_IN_TEXT.search(text)
+        side = found.group(1) if found and found.group(1) else None
+        if side is None and (word := _SIDE_IN_TEXT.search(text)):
+            side = word.group(1)
+        view = found.group(2) if found else None
+        if side or view:
+            return (side[:1] if side else None), view, f"{keyword} {text.strip()!r}"
+    return None, None, ""
 
 
 def read_galactogram(
@@ -282,6 +302,10 @@ def _laterality(ds: Dataset, warnings: list[str]) -> str:
                 if value:
                     warnings.append("laterality taken from FrameLaterality")
                     return value
+    side, _, source = _from_description(ds)
+    if side:
+        warnings.append(f"laterality {side} taken from the {source}")
+        return side
     warnings.append("laterality unknown (no ImageLaterality, Laterality or FrameLaterality)")
     return UNKNOWN
 
@@ -307,6 +331,10 @@ def _view(ds: Dataset, warnings: list[str]) -> str:
             if code == known:
                 return name
         warnings.append(f"unknown view code {item.get('CodeValue')} ({item.get('CodeMeaning')})")
+    _, view, source = _from_description(ds)
+    if view in VIEWS:
+        warnings.append(f"view {view} taken from the {source}")
+        return view
     if position:
         warnings.append(f"unknown ViewPosition {position!r}")
     else:

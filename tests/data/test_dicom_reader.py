@@ -283,3 +283,31 @@ def test_missing_rows_is_refused(dicom, tmp_path):
     ds.save_as(tmp_path / "a.dcm")
     with pytest.raises(ImageReadError, match="Rows is missing"):
         read_galactogram(tmp_path / "a.dcm")
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text", "laterality", "view"),
+    [
+        ("SeriesDescription", "R MLO", "R", "MLO"),
+        ("SeriesDescription", "Galactography LCC", "L", "CC"),
+        ("ProtocolName", "Right CC ductogram", "R", "CC"),
+        ("ImageComments", "left ML", "L", "ML"),
+    ],
+)
+def test_view_and_laterality_from_free_text_when_the_coded_ones_are_missing(
+    dicom, tmp_path, keyword, text, laterality, view
+):
+    ds = dicom.make(view=None, laterality=None, orientation=None)
+    setattr(ds, keyword, text)
+    image = read_galactogram(dicom.write(ds, tmp_path / "a.dcm"))
+    assert (image.laterality, image.view) == (laterality, view)
+    assert any(f"view {view} taken from the {keyword}" in w for w in image.warnings)
+    assert any(f"laterality {laterality} taken from the {keyword}" in w for w in image.warnings)
+
+
+def test_coded_view_and_laterality_win_over_free_text(dicom, tmp_path):
+    ds = dicom.make(view="CC", laterality="L")
+    ds.SeriesDescription = "R MLO"
+    image = read_galactogram(dicom.write(ds, tmp_path / "a.dcm"))
+    assert (image.laterality, image.view) == ("L", "CC")
+    assert not any("taken from" in w for w in image.warnings)
