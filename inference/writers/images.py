@@ -7,7 +7,7 @@ Encodings (also in report.schema.json):
   for people; a colour map cannot be read back into numbers reliably, hence two files. It is
   stored as an 8-bit palette PNG whose 256 entries are the colour map: every viewer shows the
   same RGB as a true-colour file, written in a fifth of the time (no per-row filter search
-  over three channels) and half the size.
+  over three channels) and a third of the size.
 * overlay.png: the image as hung (original orientation), downsampled to at most
   OVERLAY_MAX_SIDE pixels, with the duct outline, the heatmap, numbered marks and a legend.
 """
