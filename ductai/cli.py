@@ -10,6 +10,8 @@ from ductai import __version__
 from ductai.config import ConfigError
 from ductai.logging import setup_logging
 
+TTA_CHOICES = ("none", "segmentation", "all")  # inference.bundle.TTA_MODES, without its imports
+
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -121,7 +123,11 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
         "default: the bundle in models/default/",
     )
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument(
+        "--tta", nargs="?", const="all", default=None, choices=TTA_CHOICES,
+        help="flip test-time augmentation: none, segmentation, all (--tta alone); "
+        "default: the bundle's (bundle.json tta, the mode its operating point was set with)",
+    )  # fmt: skip
     p.add_argument(
         "--threshold",
         type=float,
@@ -295,7 +301,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and plots")
     p.add_argument("--no-log", action="store_true", help="do not log to the MLflow run")
     p.add_argument("--device", default=None, help="with --model: cpu, cuda (default: auto)")
-    p.add_argument("--tta", action="store_true", help="with --model: flip TTA")
+    p.add_argument(
+        "--tta", nargs="?", const="all", default=None, choices=TTA_CHOICES,
+        help="with --model: flip test-time augmentation (none, segmentation, all); "
+        "default: the bundle's",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=1, help="with --model: simulation workers")
     p.add_argument(
         "--calibrate",

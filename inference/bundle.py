@@ -41,6 +41,7 @@ DEFAULT_REPORT_THRESHOLD = 0.05
 TASKS = ("segmentation", "detection")
 RESCORER_TASK = "rescoring"  # the optional second stage's checkpoint (inference/rescoring.py)
 RESCORER_FILE = "rescorer.pt"
+TTA_MODES = ("none", "segmentation", "all")  # vertical-flip test-time augmentation
 # What inference needs from a training checkpoint; the optimizer, RNG and history are dropped.
 _KEEP = ("model", "config", "task", "run_id", "best", "ductai_version")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")  # runs:/, models:/, s3://, ... (not C:\)
@@ -66,6 +67,18 @@ class ModelBundle:
     # Optional second-stage candidate classifier (inference/rescoring.py), "rescorer" in
     # bundle.json; its sha256 is part of the identity like the nets'.
     rescorer_file: Path | None = None
+    # Test-time augmentation the operating point was calibrated with ("none", "segmentation",
+    # "all"; bundle.json "tta"): the Predictor's default. Thresholds calibrated for the other
+    # modes: bundle.json "tta_operating_points" {mode: {"threshold", "point"}}.
+    tta: str = "none"
+    tta_operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def threshold_for(self, tta: str) -> float | None:
+        """The calibrated reporting threshold of TTA mode ``tta``, None when it has none."""
+        if tta == self.tta:
+            return self.operating_threshold
+        point = self.tta_operating_points.get(tta)
+        return None if point is None else float(point["threshold"])
 
     @property
     def missing(self) -> list[str]:
@@ -184,21 +197,44 @@ def _load_folder(folder: Path) -> ModelBundle:
             raise BundleError(f"{descriptor}: operating_threshold must be a score in [0, 1]")
         bundle.operating_threshold = float(threshold)
         bundle.operating_point = dict(entry.get("operating_point") or {})
+    tta = entry.get("tta", "none")
+    points = entry.get("tta_operating_points") or {}
+    for mode in (tta, *points):
+        if mode not in TTA_MODES:
+            raise BundleError(f"{descriptor}: tta {mode!r} must be one of {', '.join(TTA_MODES)}")
+    for mode, point in points.items():
+        threshold = point.get("threshold") if isinstance(point, dict) else None
+        if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise BundleError(f"{descriptor}: tta_operating_points[{mode!r}] needs a threshold")
+    bundle.tta = tta
+    bundle.tta_operating_points = {m: dict(p) for m, p in points.items()}
     return bundle
 
 
 def set_operating_point(
-    folder: str | os.PathLike, threshold: float, details: dict[str, Any] | None = None
+    folder: str | os.PathLike,
+    threshold: float,
+    details: dict[str, Any] | None = None,
+    tta: str | None = None,
 ) -> Path:
-    """Record the reporting threshold (and how it was chosen) in a bundle's bundle.json."""
+    """Record the reporting threshold (and how it was chosen) in a bundle's bundle.json;
+    ``tta``: the test-time augmentation it was measured with. For the bundle's own mode
+    (bundle.json "tta", "none" when absent) it is the operating threshold; for another mode it
+    goes to "tta_operating_points", used when inference runs with that mode."""
     descriptor = Path(folder) / BUNDLE_FILE
     if not descriptor.is_file():
         raise BundleError(f"{folder}: not a bundle folder (no {BUNDLE_FILE})")
     if not 0.0 <= float(threshold) <= 1.0:
         raise BundleError(f"operating threshold must be a score in [0, 1], got {threshold}")
     entry = json.loads(descriptor.read_text())
-    entry["operating_threshold"] = round(float(threshold), 4)
-    entry["operating_point"] = details or {}
+    if tta is not None and tta not in TTA_MODES:
+        raise BundleError(f"tta {tta!r} must be one of {', '.join(TTA_MODES)}")
+    if tta is None or tta == entry.get("tta", "none"):
+        entry["operating_threshold"] = round(float(threshold), 4)
+        entry["operating_point"] = details or {}
+    else:
+        points = entry.setdefault("tta_operating_points", {})
+        points[tta] = {"threshold": round(float(threshold), 4), "point": details or {}}
     atomic_write_text(descriptor, json.dumps(entry, indent=1) + "\n")
     return descriptor
 

@@ -29,7 +29,12 @@ from monai.inferers import SlidingWindowInferer
 from ductai.data.canonical import to_canonical
 from ductai.data.dicom_reader import read_galactogram
 from ductai.data.galactogram import Galactogram
-from ductai.inference.bundle import DEFAULT_REPORT_THRESHOLD, ModelBundle, load_bundle
+from ductai.inference.bundle import (
+    DEFAULT_REPORT_THRESHOLD,
+    TTA_MODES,
+    ModelBundle,
+    load_bundle,
+)
 from ductai.inference.candidates import CandidateTable, candidate_table
 from ductai.inference.crop import BreastRegion, Crop
 from ductai.inference.postprocess import (
@@ -56,7 +61,11 @@ class PredictorOptions:
     num_threads: int | None = None  # torch (and ORT) intra-op threads; None keeps torch's
     backend: str = "auto"  # segmentation: eager, onnx, auto (onnx on CPU when installed)
     onnx_cache: str | None = None  # where exported nets are kept (onnx_backend.DEFAULT_CACHE)
-    tta: bool = False  # vertical flip: maps averaged, boxes inverted and merged
+    # Vertical-flip test-time augmentation: "segmentation" (the segmenter's maps averaged),
+    # "all" (also the detector's boxes, inverted and merged), "none"; True = "all", False =
+    # "none"; None = the bundle's setting (bundle.json "tta", the mode its operating point was
+    # calibrated with).
+    tta: bool | str | None = None
     crop_to_breast: bool = True
     crop_margin_px: int = 16
     # Findings and ducts only on the breast (crop.BreastRegion.gate), grown by this much: no lesion
@@ -103,13 +112,8 @@ class Predictor:
             torch.set_num_threads(int(options.num_threads))
         self.device = _device(options.device)
         self.spacing_mm = bundle.spacing_mm
-        self.report_threshold = (
-            options.score_threshold
-            if options.score_threshold is not None
-            else bundle.operating_threshold
-            if bundle.operating_threshold is not None
-            else DEFAULT_REPORT_THRESHOLD
-        )
+        self.tta = tta_mode(options.tta, bundle.tta)
+        self.report_threshold = self._report_threshold()
         self.segmenter: torch.nn.Module | None = None
         self.seg_forward = None  # the callable the inferer runs (eager module or ORT)
         self.backend = "none"
@@ -133,6 +137,22 @@ class Predictor:
                 self.detector.set_sliding_window(tuple(options.detector_roi))
             if options.detector_score_threshold is not None:
                 self.detector.detector.box_selector.score_thresh = options.detector_score_threshold
+
+    def _report_threshold(self) -> float:
+        """The given score threshold, else the one calibrated for this TTA mode."""
+        if self.options.score_threshold is not None:
+            return self.options.score_threshold
+        calibrated = self.bundle.threshold_for(self.tta)
+        if calibrated is not None:
+            return calibrated
+        if self.bundle.operating_threshold is not None:
+            log.warning(
+                "%s: no operating threshold calibrated with tta=%s; the one of tta=%s is used "
+                "(ductai evaluate --calibrate --tta %s sets one)",
+                self.bundle.source, self.tta, self.bundle.tta, self.tta,
+            )  # fmt: skip
+            return self.bundle.operating_threshold
+        return DEFAULT_REPORT_THRESHOLD
 
     @classmethod
     def from_path(
@@ -228,7 +248,7 @@ class Predictor:
                 **self.bundle.identity(),
                 "backend": self.backend,
                 "crop": crop.to_dict(),
-                "tta": self.options.tta,
+                "tta": self.tta,
                 "report_threshold": self.report_threshold,
             },
         )
@@ -365,7 +385,7 @@ class Predictor:
         """Sigmoid probabilities [2, h, w] float32; with TTA the mean of both flips."""
         logits = self.inferer(x, self.seg_forward)
         probs = torch.sigmoid(logits.float())[0]
-        if self.options.tta:
+        if self.tta != "none":
             flipped = self.inferer(torch.flip(x, dims=[-2]), self.seg_forward)
             probs = (probs + torch.flip(torch.sigmoid(flipped.float())[0], dims=[-2])) / 2
         return probs.cpu().numpy().astype(np.float32, copy=False)
@@ -373,12 +393,25 @@ class Predictor:
     def _detect(self, x: torch.Tensor) -> RawDetections:
         (det,) = self.detector(x)
         passes = [RawDetections.from_torch(det)]
-        if self.options.tta:
+        if self.tta == "all":
             (det,) = self.detector(torch.flip(x, dims=[-2]))
             flipped = RawDetections.from_torch(det)
             flipped.boxes = flip_rows_boxes(flipped.boxes, x.shape[-2])
             passes.append(flipped)
         return merge_tta(passes, iou=self.options.tta_iou)
+
+
+def tta_mode(option: bool | str | None, bundle_default: str = "none") -> str:
+    """The TTA mode from a ``PredictorOptions.tta`` value and the bundle's default."""
+    if option is None:
+        option = bundle_default
+    if option is True:
+        return "all"
+    if option is False:
+        return "none"
+    if option not in TTA_MODES:
+        raise ValueError(f"tta {option!r}: expected one of {', '.join(TTA_MODES)}, True or False")
+    return option
 
 
 def _records(dets: RawDetections) -> list[Detection]:

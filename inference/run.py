@@ -144,7 +144,7 @@ def run_inference(
     model: str | Path | None = None,
     *,
     device: str | None = None,
-    tta: bool = False,
+    tta: bool | str | None = None,
     pixel_spacing: float | None = None,
     predictor: Any | None = None,
     keep_predictions: bool = False,

@@ -31,7 +31,7 @@ __all__ = [
 def load_predictor(
     model: str,
     device: str | None = None,
-    tta: bool = False,
+    tta: bool | str | None = None,
     score_threshold: float | None = None,
     **options: Any,
 ):

@@ -136,7 +136,7 @@ def evaluate_inference(
     split: str = "test",
     out_dir: str | Path | None = None,
     device: str | None = None,
-    tta: bool = False,
+    tta: bool | str | None = None,
     workers: int = 1,
     predictor: Any | None = None,
     calibrate: bool = False,
@@ -169,7 +169,11 @@ def evaluate_inference(
             resolve_model(model), device=device, tta=tta, score_threshold=SCORING_THRESHOLD
         )
     bundle = getattr(predictor, "bundle", None)  # test doubles may have none
-    operating = None if calibrate or bundle is None else bundle.operating_threshold
+    operating = None
+    if bundle is not None and not calibrate:
+        operating = bundle.threshold_for(getattr(predictor, "tta", bundle.tta))
+        if operating is None:
+            operating = bundle.operating_threshold
     # pair across views at the operating point, as a default run does (inference/localization/
     # study.py: pairing among every low-scoring candidate would cost true lesions their clock)
     run = run_inference(
@@ -196,7 +200,7 @@ def evaluate_inference(
             "set": name,
             "views": int(metrics["n_views"]),
         }
-        set_operating_point(folder, threshold, point)
+        set_operating_point(folder, threshold, point, tta=getattr(predictor, "tta", None))
         log.info("operating threshold %.4f written to %s", threshold, folder)
     files = _write(out, name, run.model, metrics, curves)
     return InferenceEvaluation(name=name, out_dir=out, metrics=metrics, files=files)

@@ -194,3 +194,60 @@ def test_cuda_matches_cpu(tiny_bundle, simulated_study):
     cpu = Predictor.from_path(tiny_bundle, device="cpu", backend="eager").predict(path)
     gpu = Predictor.from_path(tiny_bundle, device="cuda").predict(path)
     np.testing.assert_allclose(gpu.duct_prob, cpu.duct_prob, atol=1e-3)
+
+
+def test_tta_modes_and_their_thresholds_resolve_against_the_bundle(
+    tmp_path, tiny_bundle, simulated_study
+):
+    import json
+    import shutil
+
+    import pytest
+
+    from ductai.cli import TTA_CHOICES
+    from ductai.inference.bundle import TTA_MODES, BundleError, load_bundle, set_operating_point
+    from ductai.inference.predictor import tta_mode
+
+    assert TTA_CHOICES == TTA_MODES
+    assert [tta_mode(v, "segmentation") for v in (None, True, False, "none")] == [
+        "segmentation",
+        "all",
+        "none",
+        "none",
+    ]
+    with pytest.raises(ValueError, match="tta 'both'"):
+        tta_mode("both")
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    assert load_bundle(bundle).tta == "none"
+    set_operating_point(bundle, 0.7, {"set": "plain"})
+    set_operating_point(bundle, 0.4, {"set": "flipped"}, tta="segmentation")
+    entry = json.loads((bundle / "bundle.json").read_text())
+    assert entry["operating_threshold"] == 0.7 and "tta" not in entry
+    assert entry["tta_operating_points"]["segmentation"]["threshold"] == 0.4
+    # each mode reports from its own calibrated threshold; an uncalibrated one from the default's
+    options = dict(backend="eager", detector_score_threshold=0.0)
+    assert Predictor.from_path(bundle, **options).report_threshold == 0.7
+    assert Predictor.from_path(bundle, tta="segmentation", **options).report_threshold == 0.4
+    assert Predictor.from_path(bundle, tta="all", **options).report_threshold == 0.7
+
+    # a bundle whose own mode is the segmenter's flip runs with it unless told otherwise
+    entry["tta"] = "segmentation"
+    (bundle / "bundle.json").write_text(json.dumps(entry))
+    default = Predictor.from_path(bundle, score_threshold=0.0, **options)
+    assert default.tta == "segmentation"
+    path = simulated_study.images[0]
+    seg_only = default.predict(path)
+    plain = Predictor.from_path(bundle, score_threshold=0.0, tta="none", **options).predict(path)
+    both = Predictor.from_path(bundle, score_threshold=0.0, tta=True, **options).predict(path)
+    assert seg_only.model["tta"] == "segmentation" and plain.model["tta"] == "none"
+    # the segmenter's maps change with the flip; the detector runs once in "segmentation" mode
+    assert not np.array_equal(seg_only.duct_prob, plain.duct_prob)
+    np.testing.assert_allclose(seg_only.duct_prob, both.duct_prob, atol=1e-6)
+    assert sorted(m.score for m in seg_only.mimics) == sorted(m.score for m in plain.mimics)
+
+    entry["tta"] = "sometimes"
+    (bundle / "bundle.json").write_text(json.dumps(entry))
+    with pytest.raises(BundleError, match="tta 'sometimes'"):
+        load_bundle(bundle)
