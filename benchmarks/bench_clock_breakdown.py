@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from ductai.data.labels import FINDINGS
-from ductai.simulation.truth import clock_hours
 from ductai.training.inference_scoring import (
     OFF_AXIS_MM,
+    _axis_offset,
     _matches,
+    _true_clock_hours,
     clock_error_hours,
     hit_matrix,
     truth_from_simulation,
@@ -48,14 +49,12 @@ def _hits(truth, lesion: dict) -> set:
     }
 
 
-def _views_of(study: dict, view: str, index: int) -> list[dict]:
-    """Study lesions that hold finding ``index`` of ``view`` (CC, or the side view)."""
-    side = view != "CC"
-    return [
-        les
-        for les in study["lesions"]
-        if any((v["view"] != "CC") == side and v["index"] == index for v in les["views"])
-    ]
+def _side_findings_paired_with(study: dict | None, cc_index: int) -> list[int]:
+    """Indices of the side view's findings in the study lesion of CC finding ``cc_index``."""
+    for lesion in (study or {}).get("lesions", []):
+        if any(v["view"] == "CC" and v["index"] == cc_index for v in lesion["views"]):
+            return [v["index"] for v in lesion["views"] if v["view"] != "CC"]
+    return []
 
 
 def breakdown(folder: Path) -> dict[str, float]:
@@ -104,26 +103,20 @@ def breakdown(folder: Path) -> dict[str, float]:
             if label not in FINDINGS or instance is None or k is None:
                 continue
             counts["both views"] += 1
-            y, z = obj["center_3d_mm"][1], obj["center_3d_mm"][2]
             paired = False
             if j in m_cc and k in m_side:
                 counts["found in both"] += 1
-                i_cc = r_cc["lesions"].index(m_cc[j])
-                for lesion in _views_of(study or {"lesions": []}, "CC", i_cc):
-                    paired |= any(
-                        v["view"] != "CC"
-                        and instance in _hits(t_side, r_side["lesions"][v["index"]])
-                        for v in lesion["views"]
-                    )
+                partners = _side_findings_paired_with(study, r_cc["lesions"].index(m_cc[j]))
+                paired = any(instance in _hits(t_side, r_side["lesions"][i]) for i in partners)
             counts["paired right"] += int(paired)
             reported = [r for r in (m_cc.get(j), m_side.get(k)) if r is not None]
             best = max(reported, key=lambda r: r["score"]) if reported else {}
             if not best.get("clock"):
                 continue
             counts["given a clock"] += 1
-            error = clock_error_hours(best["clock"], clock_hours((0.0, y, z), t_cc.laterality))
-            right = error <= 1.0
-            off_axis = math.hypot(y, z) >= OFF_AXIS_MM
+            true_hours = _true_clock_hours(obj, t_cc.laterality)
+            right = true_hours is not None and clock_error_hours(best["clock"], true_hours) <= 1.0
+            off_axis = (_axis_offset(obj) or 0.0) >= OFF_AXIS_MM
             counts["clock right"] += int(right)
             counts["right | paired right"] += int(right and paired)
             counts["off axis"] += int(off_axis and paired)

@@ -218,15 +218,11 @@ def decide_flips(
         standard = laterality == "R"
         seen = None if image is None else chest_wall_on_right(image)
         if seen is not None and seen != standard:
-            side = "right" if seen else "left"
-            return (
-                seen,
-                False,
-                (
-                    f"image content: the chest wall is on the image's {side}, against the standard "
-                    f"hanging of laterality {laterality} ({missing})"
-                ),
+            reason = (
+                f"image content: the chest wall is on the image's {'right' if seen else 'left'}, "
+                f"against the standard hanging of laterality {laterality} ({missing})"
             )
+            return seen, False, reason
         return standard, False, f"laterality {laterality} ({missing})"
     if image is None:
         return False, False, "no orientation, laterality or image: unchanged"
@@ -272,15 +268,9 @@ def _flip_from_content(image: np.ndarray) -> bool:
 
 def canonical_geometry_for(image: Galactogram, spacing_mm: float) -> CanonicalGeometry:
     """The geometry for one image; warns (in image.warnings) when flips are guessed."""
-    # the content checks a hanging that rests on laterality alone
-    needs_content = image.patient_orientation is None or not any(
-        c in image.patient_orientation[0] for c in "AP"
-    )
+    # the pixels are needed for the canonical image anyway; they decide only without tags
     flip_cols, flip_rows, reason = decide_flips(
-        image.laterality,
-        image.view,
-        image.patient_orientation,
-        image.pixels if needs_content else None,
+        image.laterality, image.view, image.patient_orientation, image.pixels
     )
     if not reason.startswith("PatientOrientation"):
         message = f"canonical flips decided from {reason}"

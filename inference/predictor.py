@@ -113,7 +113,16 @@ class Predictor:
         self.device = _device(options.device)
         self.spacing_mm = bundle.spacing_mm
         self.tta = tta_mode(options.tta, bundle.tta)
-        self.report_threshold = self._report_threshold()
+        # the calibrated threshold of this TTA mode (None: not calibrated), and the one that
+        # reports use: the given score threshold, else that one
+        self.operating_threshold = self._operating_threshold()
+        self.report_threshold = (
+            options.score_threshold
+            if options.score_threshold is not None
+            else self.operating_threshold
+            if self.operating_threshold is not None
+            else DEFAULT_REPORT_THRESHOLD
+        )
         self.segmenter: torch.nn.Module | None = None
         self.seg_forward = None  # the callable the inferer runs (eager module or ORT)
         self.backend = "none"
@@ -138,21 +147,18 @@ class Predictor:
             if options.detector_score_threshold is not None:
                 self.detector.detector.box_selector.score_thresh = options.detector_score_threshold
 
-    def _report_threshold(self) -> float:
-        """The given score threshold, else the one calibrated for this TTA mode."""
-        if self.options.score_threshold is not None:
-            return self.options.score_threshold
+    def _operating_threshold(self) -> float | None:
+        """The bundle's threshold calibrated with this TTA mode, else its own (with a warning:
+        the flip changes every score)."""
         calibrated = self.bundle.threshold_for(self.tta)
-        if calibrated is not None:
-            return calibrated
-        if self.bundle.operating_threshold is not None:
+        if calibrated is None and self.bundle.operating_threshold is not None:
             log.warning(
                 "%s: no operating threshold calibrated with tta=%s; the one of tta=%s is used "
                 "(ductai evaluate --calibrate --tta %s sets one)",
                 self.bundle.source, self.tta, self.bundle.tta, self.tta,
             )  # fmt: skip
             return self.bundle.operating_threshold
-        return DEFAULT_REPORT_THRESHOLD
+        return calibrated
 
     @classmethod
     def from_path(

@@ -170,10 +170,8 @@ def evaluate_inference(
         )
     bundle = getattr(predictor, "bundle", None)  # test doubles may have none
     operating = None
-    if bundle is not None and not calibrate:
-        operating = bundle.threshold_for(getattr(predictor, "tta", bundle.tta))
-        if operating is None:
-            operating = bundle.operating_threshold
+    if bundle is not None and not calibrate:  # the one of the predictor's TTA mode
+        operating = getattr(predictor, "operating_threshold", bundle.operating_threshold)
     # pair across views at the operating point, as a default run does (inference/localization/
     # study.py: pairing among every low-scoring candidate would cost true lesions their clock)
     run = run_inference(
