@@ -163,6 +163,9 @@ class TrainerConfig(_Section):
     best_metric: str | None = None  # e.g. val/dice_duct; None = the task's default
     mode: Literal["max", "min"] = "max"
     early_stopping: EarlyStopping = EarlyStopping()
+    # Wall-clock budget of the run (a lease on a rented GPU): it stops, validated and saved,
+    # after the last epoch that ends inside it. None = no limit.
+    max_minutes: float | None = Field(None, gt=0)
     progress: bool = True  # tqdm bars on rank 0
 
 
@@ -176,6 +179,9 @@ class ValidationConfig(_Section):
 
 
 class TrackingConfig(_Section):
+    # False: no MLflow run (a training box without MLflow installed); metrics stay in the
+    # checkpoints' history and the log.
+    enabled: bool = True
     # None: env MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db (no server needed).
     tracking_uri: str | None = None
     experiment: str = "ductai"

@@ -35,9 +35,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-
 import ductai
 
 log = logging.getLogger(__name__)
@@ -80,10 +77,13 @@ class RunTracker:
         # A new sqlite store announces its table creation at INFO on every first use.
         for name in ("mlflow.store.db.utils", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # Imported here: a run with tracking.enabled=false needs no MLflow installed.
+        from mlflow import MlflowClient
+
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = self._experiment(experiment, artifact_root)
         self.run_id: str | None = None
-        self._buffer: list[Metric] = []
+        self._buffer: list[Any] = []  # mlflow.entities.Metric
         self._skip_through = -1  # steps already in the store (resumed runs)
 
     def _experiment(self, name: str, artifact_root: Path | None) -> str:
@@ -108,16 +108,22 @@ class RunTracker:
         return self.run_id
 
     def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int, flush: bool = False) -> None:
         if step <= self._skip_through:
             return
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         for key, value in metrics.items():
             value = float(value)
@@ -167,7 +173,7 @@ class RunTracker:
 
 
 class NullTracker:
-    """What non-zero ranks get: every call is a no-op."""
+    """What non-zero ranks and runs with ``tracking.enabled=false`` get: every call is a no-op."""
 
     run_id: str | None = None
     tracking_uri: str | None = None

@@ -204,7 +204,9 @@ class Trainer:
         self.engine.model = dist.wrap(model, ctx)
         self.criterion = segmentation_task.build_criterion(c) if c.task == "segmentation" else None
         if ctx.is_main:
-            self._start_tracking(payload)
+            self._write_config()
+            if c.tracking.enabled:
+                self._start_tracking(payload)
         try:
             stopped = self._loop()
             self._finish()
@@ -247,9 +249,14 @@ class Trainer:
             old_epochs,
         )
 
+    def _write_config(self) -> None:
+        # The resolved config, beside the checkpoints (updated on resume).
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "config.yaml"
+        path.write_text(yaml.safe_dump(self.config.resolved(), sort_keys=False))
+
     def _start_tracking(self, payload: dict[str, Any] | None) -> None:
         c = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = resolve_tracking_uri(c.tracking.tracking_uri, self.out)
         local = self.tracking_uri.startswith("sqlite:") or "://" not in self.tracking_uri
         self.tracker = RunTracker(
@@ -262,15 +269,13 @@ class Trainer:
             self.tracker.log_params(flatten(c.resolved()))
         else:
             self.tracker.set_tags({"resumed_at_step": str(self.engine.global_step)})
-        # The resolved config, beside the checkpoints and in the run (updated on resume).
-        path = self.out / "config.yaml"
-        path.write_text(yaml.safe_dump(c.resolved(), sort_keys=False))
-        self.tracker.log_artifact(path)
+        self.tracker.log_artifact(self.out / "config.yaml")
         log.info("MLflow run %s at %s", self.tracker.run_id, self.tracking_uri)
 
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self) -> bool:
         c, e = self.config, self.engine
+        run_started, epoch_times = time.perf_counter(), []
         while e.epoch < c.trainer.epochs:
             started = time.perf_counter()
             if hasattr(self.train_set, "set_epoch"):
@@ -285,7 +290,12 @@ class Trainer:
                 "epoch": e.epoch + 1,
                 "train/epoch_time_s": time.perf_counter() - started,
             }
-            validate = (e.epoch + 1) % c.trainer.val_every == 0 or e.epoch + 1 == c.trainer.epochs
+            out_of_time = self._out_of_time(run_started, epoch_times, started)
+            validate = (
+                (e.epoch + 1) % c.trainer.val_every == 0
+                or e.epoch + 1 == c.trainer.epochs
+                or out_of_time
+            )
             improved = stop = False
             if validate:
                 result = self.validate(overlays=c.validation.overlay_images)
@@ -298,6 +308,14 @@ class Trainer:
             if validate and self.ctx.is_main:
                 self._plots(result)
             self._log_epoch(epoch_metrics)
+            epoch_times.append(time.perf_counter() - started)
+            if out_of_time and e.epoch < c.trainer.epochs:
+                log.info(
+                    "stopping at step %d: another epoch would end past trainer.max_minutes=%g",
+                    e.global_step,
+                    c.trainer.max_minutes,
+                )
+                return True
             if stop:
                 log.info(
                     "early stopping: %s did not improve for %d validations",
@@ -306,6 +324,20 @@ class Trainer:
                 )
                 return True
         return False
+
+    def _out_of_time(self, run_started: float, epoch_times: list[float], now: float) -> bool:
+        """Whether the epoch after this one would end past trainer.max_minutes.
+
+        Judged from the longest epoch so far (validation included) and this one's training
+        time; every rank computes it from its own clock, rank 0's verdict is everyone's.
+        """
+        budget = self.config.trainer.max_minutes
+        if budget is None:
+            return False
+        this_epoch = time.perf_counter() - now
+        expected = max([this_epoch, *epoch_times])
+        late = time.perf_counter() - run_started + expected > 60 * budget
+        return bool(dist.broadcast(late, self.ctx))
 
     def validate(self, overlays: int = 0) -> Validation:
         loader = val_loader(self.config, self.val_set, self.ctx)
