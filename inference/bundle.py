@@ -43,7 +43,7 @@ RESCORER_TASK = "rescoring"  # the optional second stage's checkpoint (inference
 RESCORER_FILE = "rescorer.pt"
 TTA_MODES = ("none", "segmentation", "all")  # vertical-flip test-time augmentation
 # What inference needs from a training checkpoint; the optimizer, RNG and history are dropped.
-_KEEP = ("model", "config", "task", "run_id", "best", "ductai_version")
+_KEEP = ("model", "config", "task", "run_id", "best", "ductai_version", "interpolation")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")  # runs:/, models:/, s3://, ... (not C:\)
 
 
