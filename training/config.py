@@ -164,7 +164,8 @@ class TrainerConfig(_Section):
     mode: Literal["max", "min"] = "max"
     early_stopping: EarlyStopping = EarlyStopping()
     # Wall-clock budget of the run (a lease on a rented GPU): it stops, validated and saved,
-    # after the last epoch that ends inside it. None = no limit.
+    # after the last epoch that ends inside it; counted from this process's first epoch (a
+    # resumed run gets it again). None = no limit.
     max_minutes: float | None = Field(None, gt=0)
     progress: bool = True  # tqdm bars on rank 0
 
