@@ -32,17 +32,9 @@ def interpolate_checkpoints(
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
     a, b = load_checkpoint(base), load_checkpoint(tuned)
-    for key in ("task",):
-        if a.get(key) != b.get(key):
-            raise CheckpointError(
-                f"{base} and {tuned}: different {key} ({a.get(key)} / {b.get(key)})"
-            )
-    model_a, model_b = a["config"]["model"], b["config"]["model"]
-    if (model_a["name"], model_a.get("kwargs")) != (model_b["name"], model_b.get("kwargs")):
-        raise CheckpointError(
-            f"{base} and {tuned}: different networks ({model_a['name']} {model_a.get('kwargs')}"
-            f" / {model_b['name']} {model_b.get('kwargs')})"
-        )
+    net_a, net_b = _network(a), _network(b)
+    if net_a != net_b:
+        raise CheckpointError(f"{base} and {tuned}: different networks ({net_a} / {net_b})")
     wa, wb = a["model"], b["model"]
     if set(wa) != set(wb):
         raise CheckpointError(f"{base} and {tuned}: different parameter names")
@@ -67,3 +59,9 @@ def interpolate_checkpoints(
         "interpolation": {"base": str(base), "tuned": str(tuned), "weight": float(weight)},
     }
     return save_checkpoint(out, payload)
+
+
+def _network(payload: dict) -> tuple:
+    """(task, model name, model arguments): what makes two checkpoints one network."""
+    model = payload["config"]["model"]
+    return payload.get("task"), model["name"], model.get("kwargs")

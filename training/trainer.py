@@ -325,7 +325,9 @@ class Trainer:
                 return True
         return False
 
-    def _out_of_time(self, run_started: float, epoch_times: list[float], now: float) -> bool:
+    def _out_of_time(
+        self, run_started: float, epoch_times: list[float], epoch_started: float
+    ) -> bool:
         """Whether the epoch after this one would end past trainer.max_minutes.
 
         Judged from the longest epoch so far (validation included) and this one's training
@@ -334,7 +336,7 @@ class Trainer:
         budget = self.config.trainer.max_minutes
         if budget is None:
             return False
-        this_epoch = time.perf_counter() - now
+        this_epoch = time.perf_counter() - epoch_started
         expected = max([this_epoch, *epoch_times])
         late = time.perf_counter() - run_started + expected > 60 * budget
         return bool(dist.broadcast(late, self.ctx))
