@@ -287,7 +287,8 @@ class SimulatedMix(Dataset):
     rendered with the preset ``preset_of(b)``, at breast index ``b`` of ``seed`` whatever the
     preset, so every breast of the mix has its own anatomy and any (seed, index) is
     reproducible (a resumed or distributed run sees the same breasts). ``meta["preset"]``
-    names the preset.
+    names the preset. ``overrides`` (``key=value``, as on the command line) change every
+    preset alike, e.g. ``anatomy.findings.class_weights.cutoff=0.3``.
 
     ``stratify=True`` (fixed sets: validation, a finite training set): each preset gets its
     share of the ``ceil(length / 2)`` breasts by largest remainder, every preset at least one
@@ -306,7 +307,9 @@ class SimulatedMix(Dataset):
         seed: int = 0,
         transform: Callable | None = None,
         stratify: bool = True,
+        overrides: list[str] | None = None,
     ) -> None:
+        from ductai.simulation.config import load_simulation_config
         from ductai.simulation.dataset import SimulatedGalactograms
 
         if not presets or any(not (math.isfinite(w) and w > 0) for w in presets.values()):
@@ -319,7 +322,12 @@ class SimulatedMix(Dataset):
         self.length, self.seed = int(length), int(seed)
         self.transform = transform
         self.sources = {
-            n: SimulatedGalactograms(n, spacing_mm=spacing_mm, length=self.length, seed=seed)
+            n: SimulatedGalactograms(
+                load_simulation_config(n, overrides),
+                spacing_mm=spacing_mm,
+                length=self.length,
+                seed=seed,
+            )
             for n in self.names
         }
         self._assigned: np.ndarray | None = None
@@ -365,15 +373,24 @@ def simulated_dataset(
     seed: int = 0,
     transform: Callable | None = None,
     crops_per_view: int = 1,
+    overrides: list[str] | None = None,
 ) -> SimulatedEpochs:
     """The simulator as a training source: ``steps_per_epoch * batch_size`` samples per epoch.
 
     ``config``: a preset name or YAML path, a ``SimulationConfig``, or a mapping preset ->
-    weight (`SimulatedMix`: each breast's preset drawn from (seed, breast))."""
+    weight (`SimulatedMix`: each breast's preset drawn from (seed, breast)); ``overrides``
+    (``key=value``) change every preset named (not a ready ``SimulationConfig``)."""
+    from ductai.simulation.config import load_simulation_config
     from ductai.simulation.dataset import SimulatedGalactograms
 
     if isinstance(config, Mapping):
-        simulator: Dataset = SimulatedMix(config, spacing_mm, 2**62, seed, stratify=False)
+        simulator: Dataset = SimulatedMix(
+            config, spacing_mm, 2**62, seed, stratify=False, overrides=overrides
+        )
     else:
+        if isinstance(config, str):
+            config = load_simulation_config(config, overrides)
+        elif overrides:
+            raise ValueError("overrides apply to a preset name or path, not a SimulationConfig")
         simulator = SimulatedGalactograms(config, spacing_mm=spacing_mm, length=2**62, seed=seed)
     return SimulatedEpochs(simulator, steps_per_epoch * batch_size, transform, crops_per_view)

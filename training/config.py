@@ -38,6 +38,11 @@ class SimulationSource(_Section):
     breast's preset independently with these probabilities; the fixed sets (validation,
     ``train_length``) hold each preset in proportion, every preset at least once when there
     are enough breasts. ``preset: NAME`` is shorthand for ``presets: {NAME: 1}``.
+
+    ``train_overrides`` (``key=value`` into the preset's YAML) change every preset of
+    the training views only, e.g. ``[anatomy.findings.class_weights.cutoff=0.3]`` to show the
+    net more of a rare finding; validation keeps the presets as they are, so it still
+    measures the data the model will meet.
     """
 
     presets: dict[str, float] = {"default": 1.0}
@@ -48,6 +53,7 @@ class SimulationSource(_Section):
     # Endless source: crops cut from each rendered view (rendering costs more than a crop).
     crops_per_view: int = Field(1, ge=1)
     val_length: int = Field(16, ge=1)
+    train_overrides: list[str] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -83,6 +89,23 @@ class SimulationSource(_Section):
         if problems:
             raise ValueError("; ".join(problems))
         return presets
+
+    @model_validator(mode="after")
+    def _overrides_apply(self) -> SimulationSource:
+        """Fail at load time, naming the preset, rather than in a loader worker."""
+        if not self.train_overrides:
+            return self
+        from ductai.simulation.config import load_simulation_config
+
+        for name in self.presets:
+            try:
+                load_simulation_config(name, self.train_overrides)
+            except Exception as e:  # ConfigError or a validation error of the preset
+                detail = "; ".join(line.strip() for line in str(e).splitlines()[1:]) or str(e)
+                raise ValueError(
+                    f"train_overrides do not apply to preset {name!r}: {detail}"
+                ) from None
+        return self
 
 
 class DataConfig(_Section):

@@ -105,9 +105,12 @@ def build_datasets(config: TrainConfig, world_size: int = 1) -> tuple[Dataset, D
             seed=train_seed,
             transform=train_tf,
             crops_per_view=sim.crops_per_view,
+            overrides=sim.train_overrides,
         )
     else:
-        train = SimulatedMix(sim.presets, d.spacing_mm, sim.train_length, train_seed)
+        train = SimulatedMix(
+            sim.presets, d.spacing_mm, sim.train_length, train_seed, overrides=sim.train_overrides
+        )
         train = RenderedOnce(train, train_tf) if d.cache == "memory" else _with(train, train_tf)
     # Fixed sets hold every preset in proportion (SimulatedMix, stratified).
     val = SimulatedMix(sim.presets, d.spacing_mm, sim.val_length, val_seed)

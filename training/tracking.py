@@ -216,7 +216,10 @@ def data_fingerprint(data_cfg: Any, seed: int) -> str:
         sim = data_cfg.simulation
         total = sum(sim.presets.values())
         presets = {
-            name: [weight / total, load_simulation_config(name).model_dump(mode="json")]
+            name: [
+                weight / total,
+                load_simulation_config(name, sim.train_overrides).model_dump(mode="json"),
+            ]
             for name, weight in sim.presets.items()
         }
         h.update(json.dumps(presets, sort_keys=True).encode())

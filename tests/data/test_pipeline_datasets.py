@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,13 +19,17 @@ from ductai.data.datasets import (
     simulated_dataset,
 )
 from ductai.data.instances import boxes_from_instances
+from ductai.data.labels import FINDINGS
 from ductai.data.transforms import (
     AugmentConfig,
     build_train_transform,
     detection_collate,
 )
+from ductai.simulation.config import load_simulation_config
 from ductai.simulation.dataset import SimulatedGalactograms
 from ductai.simulation.generate import generate_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SPACING = 0.3
 
@@ -222,3 +229,29 @@ def test_preset_mix_renders_each_breast_with_its_preset():
     stream = simulated_dataset(1, 2, config={"default": 0.5, "hard": 0.5}, spacing_mm=2.0, seed=1)
     assert isinstance(stream.simulator, SimulatedMix)
     assert stream[0]["meta"]["preset"] == stream.simulator.preset_of(0)
+
+
+def test_train_overrides_change_the_training_views_only():
+    """`data.simulation.train_overrides` reshape every training preset (here: only cut-offs,
+    three per breast); validation keeps the presets as shipped."""
+    from ductai.data.labels import CLASSES
+    from ductai.training.config import load_train_config
+    from ductai.training.loaders import build_datasets
+
+    weights = {name: int(name == "cutoff") for name in FINDINGS}
+    overrides = ["anatomy.findings.count_probabilities=[0,0,0,1]"] + [
+        f"anatomy.findings.class_weights.{name}={w}" for name, w in weights.items()
+    ]
+    config = load_train_config(
+        ROOT / "configs/segmentation/small_cpu.yaml",
+        [f"data.simulation.train_overrides={json.dumps(overrides)}", "data.spacing_mm=2.0"],
+    )
+    train, val = build_datasets(config)
+    for index in range(4):
+        sample = train.simulator[index]
+        found = [CLASSES[k] for k, mimic in zip(sample["labels"], sample["is_mimic"]) if not mimic]
+        assert found and set(found) == {"cutoff"}, (index, found)
+    for name, source in val.sources.items():
+        shipped = load_simulation_config(name).anatomy.findings
+        assert source.config.anatomy.findings == shipped
+        assert train.simulator.sources[name].config.anatomy.findings.class_weights == weights

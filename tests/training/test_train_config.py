@@ -86,6 +86,10 @@ def test_preset_shorthand_and_mix():
         ("data.simulation.presets={}", "give at least one preset"),
         ("data.simulation.presets={x.yaml: 1}", "'x.yaml': no such simulation config file"),
         ("data.simulation.preset=hard", "give either preset (one) or presets (a mix)"),
+        (
+            "data.simulation.train_overrides=[anatomy.findings.nope=1]",
+            "train_overrides do not apply to preset 'default': anatomy.findings.nope: unknown key",
+        ),
     ],
 )
 def test_bad_preset_mixes_are_one_clear_error(override, expected):
