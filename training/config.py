@@ -100,7 +100,7 @@ class SimulationSource(_Section):
         for name in self.presets:
             try:
                 load_simulation_config(name, self.train_overrides)
-            except Exception as e:  # ConfigError or a validation error of the preset
+            except ConfigError as e:  # an unknown key or a value the preset rejects
                 detail = "; ".join(line.strip() for line in str(e).splitlines()[1:]) or str(e)
                 raise ValueError(
                     f"train_overrides do not apply to preset {name!r}: {detail}"
