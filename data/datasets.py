@@ -309,7 +309,6 @@ class SimulatedMix(Dataset):
         stratify: bool = True,
         overrides: list[str] | None = None,
     ) -> None:
-        from ductai.simulation.config import load_simulation_config
         from ductai.simulation.dataset import SimulatedGalactograms
 
         if not presets or any(not (math.isfinite(w) and w > 0) for w in presets.values()):
@@ -322,12 +321,7 @@ class SimulatedMix(Dataset):
         self.length, self.seed = int(length), int(seed)
         self.transform = transform
         self.sources = {
-            n: SimulatedGalactograms(
-                load_simulation_config(n, overrides),
-                spacing_mm=spacing_mm,
-                length=self.length,
-                seed=seed,
-            )
+            n: SimulatedGalactograms(n, spacing_mm, self.length, seed, overrides=overrides)
             for n in self.names
         }
         self._assigned: np.ndarray | None = None
@@ -380,7 +374,6 @@ def simulated_dataset(
     ``config``: a preset name or YAML path, a ``SimulationConfig``, or a mapping preset ->
     weight (`SimulatedMix`: each breast's preset drawn from (seed, breast)); ``overrides``
     (``key=value``) change every preset named (not a ready ``SimulationConfig``)."""
-    from ductai.simulation.config import load_simulation_config
     from ductai.simulation.dataset import SimulatedGalactograms
 
     if isinstance(config, Mapping):
@@ -388,9 +381,5 @@ def simulated_dataset(
             config, spacing_mm, 2**62, seed, stratify=False, overrides=overrides
         )
     else:
-        if isinstance(config, str):
-            config = load_simulation_config(config, overrides)
-        elif overrides:
-            raise ValueError("overrides apply to a preset name or path, not a SimulationConfig")
-        simulator = SimulatedGalactograms(config, spacing_mm=spacing_mm, length=2**62, seed=seed)
+        simulator = SimulatedGalactograms(config, spacing_mm, 2**62, seed, overrides=overrides)
     return SimulatedEpochs(simulator, steps_per_epoch * batch_size, transform, crops_per_view)

@@ -28,7 +28,8 @@ class SimulatedGalactograms(Dataset):
     ``boxes`` float32 [N, 4] (x0, y0, x1, y1 in canonical pixels); ``labels`` int64 [N]
     (index into ``ductai.data.labels.CLASSES``); ``is_mimic`` bool [N]; ``nipple`` float32
     [2]; ``meta`` with laterality, view, breast index and the canonical geometry. Mimics are
-    included so detection can sample them as hard negatives.
+    included so detection can sample them as hard negatives. ``overrides`` (``key=value``)
+    change a preset given by name or path (a ready ``SimulationConfig`` takes none).
     """
 
     def __init__(
@@ -38,10 +39,15 @@ class SimulatedGalactograms(Dataset):
         length: int = 1000,
         seed: int = 0,
         transform=None,
+        overrides: list[str] | None = None,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be at least 1, got {length}")
-        self.config = load_simulation_config(config) if isinstance(config, str) else config
+        if isinstance(config, str):
+            config = load_simulation_config(config, overrides)
+        elif overrides:
+            raise ValueError("overrides apply to a preset name or path, not a SimulationConfig")
+        self.config = config
         self.spacing_mm = float(spacing_mm)
         self.length = int(length)
         self.seed = int(seed)

@@ -255,3 +255,5 @@ def test_train_overrides_change_the_training_views_only():
         shipped = load_simulation_config(name).anatomy.findings
         assert source.config.anatomy.findings == shipped
         assert train.simulator.sources[name].config.anatomy.findings.class_weights == weights
+    with pytest.raises(ValueError, match="not a SimulationConfig"):  # would be ignored
+        SimulatedGalactograms(load_simulation_config("default"), overrides=overrides)
