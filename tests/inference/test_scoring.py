@@ -122,6 +122,17 @@ def test_pipeline_with_oracle_predictor_scores_about_perfectly(tmp_path):
     for name in ("metrics.md", "froc.png", "pr.png"):
         assert (tmp_path / name).is_file(), name
     assert "FROC CPM" in (tmp_path / "metrics.md").read_text()
+    # benchmarks/bench_image_scores.py reads the same folder: the truth tops every lesion view.
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(
+        "bench_image_scores", root / "benchmarks" / "bench_image_scores.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    summary = bench.summarise(tmp_path)
+    assert summary["views"] == "2 / 0" and summary["top hits a finding"] == "1.00"
     # The simulated set is reused on a second call with the same settings.
     stamp = (tmp_path / "simulated" / "simulation.yaml").stat().st_mtime_ns
     evaluate_inference(
