@@ -70,3 +70,17 @@ def parse_simulated_sets(text: str) -> list[tuple[str, int, int]]:
         preset, n, seed = item.split(":")
         sets.append((preset, int(n), int(seed)))
     return sets
+
+
+def reports_by_image(folder) -> dict[str, dict]:
+    """The view reports a ``ductai evaluate --out FOLDER`` run left, keyed by ``image_key`` of
+    their source image (as the scorer looks predictions up)."""
+    from pathlib import Path
+
+    from ductai.training.inference_scoring import image_key
+
+    reports = {}
+    for path in (Path(folder) / "inference").glob("*/report.json"):
+        report = json.loads(path.read_text())
+        reports[image_key(report["image"]["source_path"])] = report
+    return reports

@@ -26,6 +26,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from _common import reports_by_image
 
 from ductai.data.labels import FINDINGS
 from ductai.training.inference_scoring import (
@@ -35,6 +36,7 @@ from ductai.training.inference_scoring import (
     _true_clock_hours,
     clock_error_hours,
     hit_matrix,
+    image_key,
     truth_from_simulation,
 )
 
@@ -62,10 +64,7 @@ def breakdown(folder: Path) -> dict[str, float]:
         "localization_threshold", -math.inf
     )
     threshold = -math.inf if threshold is None else threshold
-    reports = {}
-    for path in (folder / "inference").glob("*/report.json"):
-        report = json.loads(path.read_text())
-        reports[str(Path(report["image"]["source_path"]).resolve())] = report
+    reports = reports_by_image(folder)
     studies = {}
     for path in (folder / "inference").glob("study_*/study_report.json"):
         study = json.loads(path.read_text())
@@ -84,7 +83,7 @@ def breakdown(folder: Path) -> dict[str, float]:
         for truth_json in (cc_json, side_json):
             image = folder / "simulated" / "images" / f"{truth_json.stem}.dcm"
             truth = truth_from_simulation(truth_json, image)
-            report = reports.get(str(image.resolve()))
+            report = reports.get(image_key(image))
             if report is None:
                 break
             views.append((truth, report, _matches(truth, report["lesions"], threshold)))

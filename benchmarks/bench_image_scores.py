@@ -19,27 +19,24 @@ Use it on selection sets; the test sets are for the model card's figures only.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from _common import reports_by_image
 from sklearn.metrics import roc_auc_score
 
 from ductai.data.labels import FINDINGS
-from ductai.training.inference_scoring import truth_from_simulation
+from ductai.training.inference_scoring import image_key, truth_from_simulation
 from ductai.training.metrics.detection import hit_matrix
 
 
 def _views(folder: Path):
     """(truth, report) of every simulated view the evaluation reported on."""
-    reports = {}
-    for path in (folder / "inference").glob("*/report.json"):
-        report = json.loads(path.read_text())
-        reports[str(Path(report["image"]["source_path"]).resolve())] = report
+    reports = reports_by_image(folder)
     for truth_json in sorted((folder / "simulated" / "labels").glob("*.json")):
         image = folder / "simulated" / "images" / f"{truth_json.stem}.dcm"
-        report = reports.get(str(image.resolve()))
+        report = reports.get(image_key(image))
         if report is not None:
             yield truth_from_simulation(truth_json, image), report
 

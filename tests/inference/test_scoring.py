@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ductai.data.datalist import datalist_from_simulation
+from ductai.data.labels import FINDINGS
 from ductai.training.inference_scoring import (
     clock_error_hours,
     score_inference,
@@ -100,7 +101,7 @@ def test_duct_mask_on_another_grid_is_refused(truths):
 
 
 @pytest.mark.slow
-def test_pipeline_with_oracle_predictor_scores_about_perfectly(tmp_path):
+def test_pipeline_with_oracle_predictor_scores_about_perfectly(tmp_path, monkeypatch):
     """Truth through the whole pipeline (canonical, writers, files read back) stays truth."""
     from ductai.training.evaluate_inference import evaluate_inference
 
@@ -122,23 +123,37 @@ def test_pipeline_with_oracle_predictor_scores_about_perfectly(tmp_path):
     for name in ("metrics.md", "froc.png", "pr.png"):
         assert (tmp_path / name).is_file(), name
     assert "FROC CPM" in (tmp_path / "metrics.md").read_text()
-    # benchmarks/bench_image_scores.py reads the same folder: the truth tops every lesion view.
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location(
-        "bench_image_scores", root / "benchmarks" / "bench_image_scores.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    summary = bench.summarise(tmp_path)
-    assert summary["views"] == "2 / 0" and summary["top hits a finding"] == "1.00"
     # The simulated set is reused on a second call with the same settings.
     stamp = (tmp_path / "simulated" / "simulation.yaml").stat().st_mtime_ns
     evaluate_inference(
         None, simulation="default", n=1, seed=11, out_dir=tmp_path, predictor=OraclePredictor()
     )
     assert (tmp_path / "simulated" / "simulation.yaml").stat().st_mtime_ns == stamp
+
+    # benchmarks/bench_image_scores.py reads the same folder: the truth tops every lesion view;
+    # with one view's findings taken out of its truth, its reported finding is a false one.
+    import importlib.util
+
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    spec = importlib.util.spec_from_file_location(
+        "bench_image_scores", benchmarks / "bench_image_scores.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    summary = bench.summarise(tmp_path)
+    assert summary["views"] == "2 / 0" and summary["top hits a finding"] == "1.00"
+    truth_json = sorted((tmp_path / "simulated" / "labels").glob("*CC.json"))[0]
+    truth = json.loads(truth_json.read_text())
+    found = [o for o in truth["objects"] if o["label"] in FINDINGS]
+    assert found
+    truth["objects"] = [o for o in truth["objects"] if o["label"] not in FINDINGS]
+    truth_json.write_text(json.dumps(truth))
+    summary = bench.summarise(tmp_path)
+    assert summary["views"] == "1 / 1"
+    label, count = summary["lesion-free top: label"].rsplit(" ", 1)
+    assert label in {o["label"] for o in found} and count == "1"
+    assert summary["lesion-free top: on"] in ("duct 1", "elsewhere 1")
 
 
 @pytest.mark.slow
